@@ -1,0 +1,14 @@
+//! One module per subcommand: each resolves its settings, does its work, and prints
+//! through the [`Printer`](crate::output::Printer).
+
+pub mod proxy;
+
+use crate::cli::{Cli, Command};
+use crate::output::Printer;
+
+/// Dispatches a parsed command line; returns the exit code.
+pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Proxy(cmd) => proxy::run(&cli.global, cmd, printer).await,
+    }
+}

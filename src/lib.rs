@@ -1,0 +1,71 @@
+//! `webui`: put Open WebUI on a server, properly, with one command.
+//!
+//! # Layout
+//! - [`cli`]: clap types only.
+//! - [`config`]: the TOML file, value parsers, and the one pure resolver from flags +
+//!   env + file to settings.
+//! - [`commands`]: one module per subcommand; orchestration and output.
+//! - [`proxy`]: the HTTPS + WebSocket reverse proxy.
+//! - [`tls`]: the hot-swappable certificate store, PEM loading, the local CA.
+//! - [`route`], [`challenge`]: the small shared types through which the proxy is told
+//!   where to forward and what to answer to ACME challenges.
+//! - [`state`]: the state directory and how secrets are written.
+//! - [`output`], [`error`], [`signal`]: printing, errors and exit codes, shutdown.
+//!
+//! See `docs/ARCHITECTURE.md` for the code map and its invariants.
+
+pub mod challenge;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod proxy;
+pub mod route;
+pub mod signal;
+pub mod state;
+pub mod tls;
+
+use tracing_subscriber::EnvFilter;
+
+/// `webui --version`: version, git commit, build date.
+pub const VERSION_LONG: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("WEBUI_GIT_COMMIT"),
+    ", built ",
+    env!("WEBUI_BUILD_DATE"),
+    ")"
+);
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: cli::Cli) -> anyhow::Result<u8> {
+    init_tracing(&cli.global);
+    let printer = output::Printer::new(cli.global.quiet);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(commands::run(cli, printer))
+}
+
+fn init_tracing(global: &cli::GlobalArgs) {
+    let default = match (global.quiet, global.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // RUST_LOG wins when set, for targeted debugging (e.g. RUST_LOG=webui::access=off).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},hyper=warn,rustls=warn,bollard=warn,h2=warn"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match global.log_format {
+        cli::LogFormat::Text => builder.try_init(),
+        cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

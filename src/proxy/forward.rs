@@ -1,0 +1,376 @@
+//! Forwarding one request to the upstream and its response back, streaming both ways.
+//!
+//! Architecture Invariant: no body is ever buffered. Request bodies go to the upstream
+//! frame by frame; each response frame is handed to hyper as soon as it arrives, so
+//! SSE and NDJSON streams reach the client as they are produced. There is no read
+//! timeout on upstream bodies (generations run for minutes), only a connect timeout.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+
+use super::headers::{self, Peer};
+use super::respond::{self, ProxyError};
+use super::{Body, BoxError, Shared, tunnel};
+use crate::route::Route;
+
+static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
+
+/// Handles one client request on the HTTPS listener.
+pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let html = respond::wants_html(req.headers());
+
+    let upstream = match &*shared.routes.borrow() {
+        Route::Forward(uri) => uri.clone(),
+        Route::Hold(hold) => {
+            let res = respond::hold(hold, html);
+            return finish(&shared, res, &method, &path, start, None);
+        }
+    };
+    if let (Some(max), Some(len)) = (shared.max_body, content_length(&req)) {
+        if len > max {
+            return finish(
+                &shared,
+                respond::error(ProxyError::BodyTooLarge, html),
+                &method,
+                &path,
+                start,
+                None,
+            );
+        }
+    }
+
+    let upgrade = req.version() <= http::Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+
+    // Host: an HTTP/1.1 client sends it; an HTTP/2 client sends :authority instead,
+    // which becomes Host on the HTTP/1.1 hop to the upstream.
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let Some(host) = host else {
+        return finish(
+            &shared,
+            respond::error(ProxyError::BadRequest, html),
+            &method,
+            &path,
+            start,
+            None,
+        );
+    };
+
+    let mut headers = parts.headers;
+    headers::strip_hop_by_hop(&mut headers, upgrade);
+    headers::set_forwarded(&mut headers, peer, Some(&host), &shared.trusted_proxies);
+    headers.insert(header::HOST, host);
+
+    let uri = match upstream_uri(&upstream, &parts.uri) {
+        Some(u) => u,
+        None => {
+            return finish(
+                &shared,
+                respond::error(ProxyError::BadRequest, html),
+                &method,
+                &path,
+                start,
+                None,
+            );
+        }
+    };
+    let too_large = Arc::new(AtomicBool::new(false));
+    let body: Body = match shared.max_body {
+        _ if upgrade => http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+        Some(max) => Limited {
+            inner: body,
+            left: max,
+            tripped: too_large.clone(),
+        }
+        .boxed(),
+        None => body.map_err(BoxError::from).boxed(),
+    };
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = uri;
+    *out.version_mut() = http::Version::HTTP_11;
+    *out.headers_mut() = headers;
+
+    let sent = Instant::now();
+    let mut res = match shared.client.request(out).await {
+        Ok(res) => res,
+        Err(e) => {
+            let err = if too_large.load(Ordering::Relaxed) {
+                ProxyError::BodyTooLarge
+            } else {
+                classify(&e)
+            };
+            tracing::warn!(target: "webui::proxy", error = %error_chain(&e), %path, "upstream request failed");
+            return finish(
+                &shared,
+                respond::error(err, html),
+                &method,
+                &path,
+                start,
+                None,
+            );
+        }
+    };
+    let upstream_ms = sent.elapsed().as_secs_f64() * 1000.0;
+
+    if let Some(client_upgrade) = client_upgrade {
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut res);
+            let idle = shared.ws_idle_timeout;
+            shared.tracker.spawn(tunnel::run(
+                client_upgrade,
+                upstream_upgrade,
+                idle,
+                path.clone(),
+            ));
+            let (parts, _) = res.into_parts();
+            let res = Response::from_parts(
+                parts,
+                http_body_util::Empty::new().map_err(|n| match n {}).boxed(),
+            );
+            return finish(&shared, res, &method, &path, start, Some(upstream_ms));
+        }
+    }
+
+    let (mut parts, body) = res.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    if shared.hsts
+        && !parts
+            .headers
+            .contains_key(header::STRICT_TRANSPORT_SECURITY)
+    {
+        parts
+            .headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+    }
+    let res = Response::from_parts(parts, body.map_err(BoxError::from).boxed());
+    finish(&shared, res, &method, &path, start, Some(upstream_ms))
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The upstream's scheme and authority with the client's path and query.
+fn upstream_uri(upstream: &Uri, client: &Uri) -> Option<Uri> {
+    let pq = client.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = if pq.starts_with('/') { pq } else { "/" };
+    Uri::builder()
+        .scheme(upstream.scheme_str().unwrap_or("http"))
+        .authority(upstream.authority()?.as_str())
+        .path_and_query(pq)
+        .build()
+        .ok()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Maps an upstream client error to what the client is told.
+fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        let timed_out =
+            std::iter::successors(std::error::Error::source(e), |c| c.source()).any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+                    || c.to_string().contains("timed out")
+            });
+        if timed_out {
+            ProxyError::UpstreamTimeout
+        } else {
+            ProxyError::UpstreamUnreachable
+        }
+    } else {
+        ProxyError::UpstreamBroken
+    }
+}
+
+/// Wraps the response body so the access log line is written when the body ends,
+/// with the bytes actually sent.
+fn finish(
+    shared: &Shared,
+    res: Response<Body>,
+    method: &http::Method,
+    path: &str,
+    start: Instant,
+    upstream_ms: Option<f64>,
+) -> Response<Body> {
+    if !shared.access_log {
+        return res;
+    }
+    let status = res.status().as_u16();
+    let (parts, body) = res.into_parts();
+    let logged = Logged {
+        inner: body,
+        bytes: 0,
+        line: Some(AccessLine {
+            method: method.clone(),
+            path: path.to_string(),
+            status,
+            start,
+            upstream_ms,
+        }),
+    };
+    Response::from_parts(parts, logged.boxed())
+}
+
+struct AccessLine {
+    method: http::Method,
+    path: String,
+    status: u16,
+    start: Instant,
+    upstream_ms: Option<f64>,
+}
+
+pin_project_lite::pin_project! {
+    /// A body that counts what it passes on and logs the request when dropped.
+    struct Logged {
+        #[pin]
+        inner: Body,
+        bytes: u64,
+        line: Option<AccessLine>,
+    }
+
+    impl PinnedDrop for Logged {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(l) = this.line.take() {
+                tracing::info!(
+                    target: "webui::access",
+                    method = %l.method,
+                    path = %l.path,
+                    status = l.status,
+                    bytes = *this.bytes,
+                    duration_ms = l.start.elapsed().as_secs_f64() * 1000.0,
+                    upstream_ms = l.upstream_ms.unwrap_or(0.0),
+                    "{} {} {}", l.method, l.path, l.status
+                );
+            }
+        }
+    }
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                *this.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails once more than `left` bytes have passed, and says so
+    /// through `tripped` so the client gets 413 rather than 502.
+    struct Limited {
+        #[pin]
+        inner: Incoming,
+        left: u64,
+        tripped: Arc<AtomicBool>,
+    }
+}
+
+impl HttpBody for Limited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > *this.left {
+                        this.tripped.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err("request body exceeds --max-body".into())));
+                    }
+                    *this.left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            other => other.map(|o| o.map(|r| r.map_err(BoxError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_uri_keeps_path_and_query() {
+        let up: Uri = "http://127.0.0.1:3000/".parse().unwrap();
+        let c: Uri = "/api/v1/chats?page=2".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&up, &c).unwrap().to_string(),
+            "http://127.0.0.1:3000/api/v1/chats?page=2"
+        );
+        let c: Uri = "https://chat.example.com/ws/socket.io/?EIO=4"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            upstream_uri(&up, &c).unwrap().to_string(),
+            "http://127.0.0.1:3000/ws/socket.io/?EIO=4"
+        );
+    }
+}

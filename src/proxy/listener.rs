@@ -1,0 +1,320 @@
+//! Listening sockets and connections: bind (before anything else happens), accept
+//! within the connection limit, TLS handshake with a timeout, HTTP/1.1 or HTTP/2 with
+//! header-read timeout and size limit, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::headers::Peer;
+use super::{Shared, forward, plain};
+use crate::config::ProxySettings;
+use crate::error::UserError;
+
+/// Listening sockets, bound but not yet serving.
+#[derive(Debug)]
+pub struct Bound {
+    https: Vec<TcpListener>,
+    http: Vec<TcpListener>,
+}
+
+impl Bound {
+    /// Binds every HTTPS and plain-HTTP address. A busy or forbidden port is a user
+    /// error naming the address (and, when it can be found, the process holding it).
+    /// With the default addresses, an IPv6 wildcard on a host without IPv6 is skipped.
+    pub fn bind(settings: &ProxySettings) -> anyhow::Result<Self> {
+        let bind_all = |addrs: &[SocketAddr], flag: &str| -> anyhow::Result<Vec<TcpListener>> {
+            let mut out = Vec::new();
+            for addr in addrs {
+                match bind_one(*addr) {
+                    Ok(l) => out.push(l),
+                    Err(e)
+                        if settings.listen_is_default
+                            && addr.is_ipv6()
+                            && matches!(e.raw_os_error(), Some(97) | Some(99)) =>
+                    {
+                        tracing::warn!("IPv6 is not available here; not listening on {addr}");
+                    }
+                    Err(e) => return Err(bind_error(*addr, flag, e)),
+                }
+            }
+            Ok(out)
+        };
+        let https = bind_all(&settings.listen, "--listen")?;
+        let http = bind_all(&settings.http_listen, "--http-listen")?;
+        Ok(Self { https, http })
+    }
+
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        self.https
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // Without this, [::]:443 also claims 0.0.0.0:443 and the second bind fails.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn bind_error(addr: SocketAddr, flag: &str, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            let holder = port_holder(addr.port())
+                .map(|h| format!(" (held by {h})"))
+                .unwrap_or_default();
+            UserError::new(format!("cannot listen on {addr}: the port is already in use{holder}"))
+                .hint(format!(
+                    "stop the other server (often nginx or apache: `ss -ltnp 'sport = :{}'` shows it), or choose another address with {flag}; `webui up --behind-proxy` lives beside an existing web server",
+                    addr.port()
+                ))
+                .into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            UserError::new(format!("cannot listen on {addr}: permission denied"))
+                .hint(format!(
+                    "ports below 1024 need root or CAP_NET_BIND_SERVICE (`sudo setcap cap_net_bind_service=+ep $(command -v webui)`), or choose a port above 1023 with {flag}"
+                ))
+                .into()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            UserError::new(format!("cannot listen on {addr}: no such address on this host"))
+                .hint(format!("give one of this host's addresses, or 0.0.0.0, with {flag}"))
+                .into()
+        }
+        _ => anyhow::Error::new(e).context(format!("cannot listen on {addr}")),
+    }
+}
+
+/// Finds which process listens on a TCP port, from /proc (best effort, Linux only).
+fn port_holder(port: u16) -> Option<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is "IP:PORT" in hex; state 0A is LISTEN.
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            let p = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if p == Some(port) && *state == "0A" {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                    let comm =
+                        std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                    return Some(format!("{} pid {pid}", comm.trim()));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Accepts on every listener until `shutdown`; connection tasks go to the tracker.
+pub(super) async fn serve(
+    bound: Bound,
+    shared: Arc<Shared>,
+    tls: Arc<rustls::ServerConfig>,
+    settings: &ProxySettings,
+    shutdown: CancellationToken,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_header_size)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(settings.max_header_size as u32)
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .max_concurrent_streams(250);
+    let builder = Arc::new(builder);
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let acceptor = TlsAcceptor::from(tls);
+    let handshake_timeout = settings.handshake_timeout;
+
+    let mut loops = tokio::task::JoinSet::new();
+    for listener in bound.https {
+        let ctx = (
+            shared.clone(),
+            builder.clone(),
+            limit.clone(),
+            shutdown.clone(),
+        );
+        let acceptor = acceptor.clone();
+        loops.spawn(accept_loop(listener, ctx, move |stream, peer, (shared, builder, shutdown)| {
+            let acceptor = acceptor.clone();
+            async move {
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(target: "webui::proxy", %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(target: "webui::proxy", %peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let peer = Peer { ip: peer.ip(), proto: "https" };
+                let svc_shared = shared.clone();
+                let svc = service_fn(move |req| {
+                    let shared = svc_shared.clone();
+                    async move { Ok::<_, std::convert::Infallible>(forward::handle(shared, req, peer).await) }
+                });
+                serve_conn(&builder, TokioIo::new(tls), svc, shutdown).await;
+            }
+        }));
+    }
+    for listener in bound.http {
+        let ctx = (
+            shared.clone(),
+            builder.clone(),
+            limit.clone(),
+            shutdown.clone(),
+        );
+        loops.spawn(accept_loop(listener, ctx, |stream, peer, (shared, builder, shutdown)| async move {
+            let svc_shared = shared.clone();
+            let svc = service_fn(move |req| {
+                let shared = svc_shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(plain::handle(&shared, req, peer)) }
+            });
+            serve_conn(&builder, TokioIo::new(stream), svc, shutdown).await;
+        }));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+type Ctx = (
+    Arc<Shared>,
+    Arc<auto::Builder<TokioExecutor>>,
+    Arc<Semaphore>,
+    CancellationToken,
+);
+
+async fn accept_loop<F, Fut>(listener: TcpListener, ctx: Ctx, on_conn: F)
+where
+    F: Fn(
+        TcpStream,
+        SocketAddr,
+        (
+            Arc<Shared>,
+            Arc<auto::Builder<TokioExecutor>>,
+            CancellationToken,
+        ),
+    ) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (shared, builder, limit, shutdown) = ctx;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a moment, keep serving.
+                tracing::warn!(target: "webui::proxy", error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(target: "webui::proxy", %peer, "connection limit reached; refusing connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let fut = on_conn(
+            stream,
+            peer,
+            (shared.clone(), builder.clone(), shutdown.clone()),
+        );
+        shared.tracker.spawn(async move {
+            fut.await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_conn<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    svc: S,
+    shutdown: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<super::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(target: "webui::proxy", error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            // Finish what is in flight (open streams included), accept nothing new.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

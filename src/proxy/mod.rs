@@ -1,0 +1,111 @@
+//! The in-process HTTPS + WebSocket reverse proxy in front of Open WebUI.
+//!
+//! - `listener`: binding (before any side effect), accepting, TLS, serving connections,
+//!   bounded drain on shutdown.
+//! - `forward`: one request to the upstream and back, streaming.
+//! - `tunnel`: WebSocket upgrades, byte for byte, idle timeout only.
+//! - `headers`: hop-by-hop and `X-Forwarded-*` rewriting (pure).
+//! - `plain`: the plain-HTTP listener's service (redirect, ACME HTTP-01).
+//! - `respond`: every response the proxy makes up itself.
+//!
+//! The proxy knows nothing of Docker or ACME: it reads the upstream from a
+//! [`RouteRx`], serves certificates from a [`CertStore`] and challenge answers from
+//! [`Challenges`], all owned by whoever starts it.
+
+mod forward;
+pub mod headers;
+mod listener;
+mod plain;
+pub mod respond;
+mod tunnel;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use listener::Bound;
+
+use crate::challenge::Challenges;
+use crate::config::ProxySettings;
+use crate::route::RouteRx;
+use crate::tls::CertStore;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body the proxy sends or receives, type-erased.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    routes: RouteRx,
+    client: Client<HttpConnector, Body>,
+    max_body: Option<u64>,
+    trusted_proxies: Vec<IpNet>,
+    hsts: bool,
+    ws_idle_timeout: Duration,
+    /// Connection and tunnel tasks, waited for (bounded) on shutdown.
+    tracker: TaskTracker,
+    access_log: bool,
+    challenges: Challenges,
+    /// Port of the first HTTPS listener, for redirects from plain HTTP.
+    https_port: u16,
+}
+
+/// Everything the proxy needs to run, besides its bound listeners.
+pub struct Proxy {
+    pub settings: ProxySettings,
+    pub certs: Arc<CertStore>,
+    pub routes: RouteRx,
+    pub challenges: Challenges,
+}
+
+impl Proxy {
+    /// Serves until `shutdown` is cancelled, then stops accepting and lets open
+    /// requests, streams and WebSockets finish within the drain timeout.
+    pub async fn run(self, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(s.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .http1_preserve_header_case(false)
+            .build(connector);
+        let tracker = TaskTracker::new();
+        let https_port = bound.https_addrs().first().map(|a| a.port()).unwrap_or(443);
+        let shared = Arc::new(Shared {
+            routes: self.routes,
+            client,
+            max_body: s.max_body,
+            trusted_proxies: s.trusted_proxies.clone(),
+            hsts: s.hsts,
+            ws_idle_timeout: s.ws_idle_timeout,
+            tracker: tracker.clone(),
+            access_log: tracing::enabled!(target: "webui::access", tracing::Level::INFO),
+            challenges: self.challenges,
+            https_port,
+        });
+        let tls = Arc::new(crate::tls::server_config(self.certs)?);
+        listener::serve(bound, shared, tls, &self.settings, shutdown.clone()).await;
+        tracker.close();
+        if tokio::time::timeout(s.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "drain timeout ({:?}) reached with connections still open; closing them",
+                s.drain_timeout
+            );
+        }
+        Ok(())
+    }
+}

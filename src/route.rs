@@ -1,0 +1,64 @@
+//! The route table: where the proxy sends requests right now. Written by whoever owns
+//! the upstream (the `proxy` command once, the supervisor as containers come and go),
+//! read by the proxy on every request through a `watch` channel.
+
+use http::Uri;
+use tokio::sync::watch;
+
+/// What the proxy does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Forward to this upstream (`http://host:port/`).
+    Forward(Uri),
+    /// No upstream to forward to: answer with the "starting" page (HTML for browsers,
+    /// JSON 503 with Retry-After for API clients).
+    Hold(Hold),
+}
+
+/// Why the site is not being forwarded, in words fit for the public page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub phase: Phase,
+    /// Public detail such as "pulling 42%"; never log lines or internal addresses.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pulling,
+    Starting,
+    Restarting,
+    Updating,
+    Stopped,
+}
+
+impl Phase {
+    /// A short headline for the page.
+    pub fn headline(self) -> &'static str {
+        match self {
+            Phase::Pulling => "Downloading Open WebUI",
+            Phase::Starting => "Open WebUI is starting",
+            Phase::Restarting => "Open WebUI is restarting",
+            Phase::Updating => "Open WebUI is being updated",
+            Phase::Stopped => "Open WebUI is stopped",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pulling => "pulling",
+            Phase::Starting => "starting",
+            Phase::Restarting => "restarting",
+            Phase::Updating => "updating",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+pub type RouteTx = watch::Sender<Route>;
+pub type RouteRx = watch::Receiver<Route>;
+
+/// A route table starting at `initial`.
+pub fn table(initial: Route) -> (RouteTx, RouteRx) {
+    watch::channel(initial)
+}
