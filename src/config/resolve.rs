@@ -126,7 +126,10 @@ pub fn proxy(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySettings
             http_given.unwrap_or_else(|| vec![":80".to_string()]),
         )?
     };
-    if let Some(clash) = listen.iter().find(|a| http_listen.contains(a)) {
+    if let Some(clash) = listen
+        .iter()
+        .find(|a| a.port() != 0 && http_listen.contains(a))
+    {
         return Err(err(format!(
             "{clash} is given both as an HTTPS (--listen) and a plain-HTTP (--http-listen) address; use two ports"
         )));

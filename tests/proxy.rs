@@ -1,0 +1,625 @@
+//! `webui proxy` end to end: the real binary, real TLS, a stand-in upstream on
+//! loopback. Each test asserts something a user of Open WebUI would notice.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::standin;
+use support::webui::{self, Webui};
+use tokio_tungstenite::tungstenite::Message;
+
+const START: Duration = Duration::from_secs(20);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Starts `webui proxy` in front of `upstream` on loopback ports, with extra args.
+fn proxy(state: &Path, upstream: &str, extra: &[&str]) -> Webui {
+    let mut args = vec![
+        "proxy",
+        "--upstream",
+        upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Webui::start(state, &args, START)
+}
+
+#[tokio::test]
+async fn upstream_sees_host_and_the_proxys_forwarded_headers() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &[]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    let res = c
+        .get(p.https_url("/echo?x=1"))
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("X-Real-IP", "6.6.6.6")
+        .header("X-Forwarded-Proto", "http")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("Connection", "keep-alive, X-Hop")
+        .header("X-Hop", "secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers().contains_key("strict-transport-security"),
+        "HSTS is on by default"
+    );
+    let v: Value = res.json().await.unwrap();
+    let h = &v["headers"];
+    let expected_host = format!("127.0.0.1:{}", p.https[0].port());
+    assert_eq!(h["host"], expected_host.as_str(), "Host is preserved");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "spoofed XFF is replaced");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], expected_host.as_str());
+    assert!(
+        h.get("x-hop").is_none(),
+        "headers named by Connection are hop-by-hop"
+    );
+    assert_eq!(v["query"], "x=1");
+}
+
+/// Reads a streaming response and returns, per line that carries `sent_ms`, the time
+/// it was emitted upstream and the time it arrived here.
+async fn arrivals(res: reqwest::Response) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let mut stream = res.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let arrived = now_ms();
+        buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(nl) = buf.find('\n') {
+            let line: String = buf.drain(..=nl).collect();
+            let json = line.trim().trim_start_matches("data:").trim();
+            if let Ok(v) = serde_json::from_str::<Value>(json) {
+                if let Some(sent) = v["sent_ms"].as_u64() {
+                    out.push((sent, arrived));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every event must arrive before the next one was even emitted: nothing is held back
+/// and released in a bunch.
+fn assert_unbuffered(events: &[(u64, u64)], n: usize) {
+    assert_eq!(events.len(), n, "all events arrive");
+    for w in events.windows(2) {
+        let ((_, arrived), (next_sent, _)) = (w[0], w[1]);
+        assert!(
+            arrived < next_sent,
+            "an event arrived at {arrived}, after the next one was emitted at {next_sent}: the proxy buffers; {events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sse_and_ndjson_arrive_as_emitted_over_http1_and_http2() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &[]);
+    for http2 in [false, true] {
+        let c = webui::https_client(&webui::local_ca(state.path()), http2);
+        for path in ["/sse?n=6&interval_ms=250", "/ndjson?n=6&interval_ms=250"] {
+            let res = c.get(p.https_url(path)).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let want = if http2 {
+                reqwest::Version::HTTP_2
+            } else {
+                reqwest::Version::HTTP_11
+            };
+            assert_eq!(res.version(), want);
+            assert!(
+                res.headers().get("content-encoding").is_none(),
+                "streams are never compressed"
+            );
+            assert_unbuffered(&arrivals(res).await, 6);
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(p: &Webui, ca: &Path, path: &str) -> Ws {
+    let tls = webui::client_tls(&[ca], &[b"http/1.1"]);
+    let url = format!("wss://{}{}", p.https[0], path);
+    let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, res) = tokio_tungstenite::connect_async_tls_with_config(
+        url,
+        Some(cfg),
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+            tls,
+        ))),
+    )
+    .await
+    .expect("websocket handshake through the proxy");
+    assert_eq!(res.status(), 101);
+    ws
+}
+
+async fn echo(ws: &mut Ws, msg: Message) {
+    ws.send(msg.clone()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("echo within 10 s")
+        .expect("stream open")
+        .unwrap();
+    assert_eq!(got, msg);
+}
+
+#[tokio::test]
+async fn websocket_echoes_text_binary_and_1mb_and_survives_idle() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    // Every HTTP timeout is made short; the tunnel must outlive them all.
+    let p = proxy(
+        state.path(),
+        &up.url(""),
+        &[
+            "--header-timeout",
+            "1s",
+            "--connect-timeout",
+            "1s",
+            "--handshake-timeout",
+            "1s",
+        ],
+    );
+    let ca = webui::local_ca(state.path());
+    let mut ws = ws_connect(&p, &ca, "/ws/socket.io/?EIO=4&transport=websocket").await;
+    echo(&mut ws, Message::text("hello through the proxy")).await;
+    echo(&mut ws, Message::binary(vec![0u8, 1, 2, 255])).await;
+    let big: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    echo(&mut ws, Message::binary(big)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    echo(&mut ws, Message::text("still here after 3.5 s idle")).await;
+}
+
+#[tokio::test]
+async fn websocket_idle_timeout_closes_quiet_tunnels() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &["--ws-idle-timeout", "1s"]);
+    let ca = webui::local_ca(state.path());
+    let mut ws = ws_connect(&p, &ca, "/ws").await;
+    echo(&mut ws, Message::text("a")).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        end.is_ok(),
+        "an idle tunnel is closed after --ws-idle-timeout"
+    );
+}
+
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_200mb_upload_streams_through_intact_with_bounded_memory() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &[]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    const CHUNK: usize = 256 << 10;
+    const CHUNKS: usize = 800; // 200 MiB
+    let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 253) as u8).collect();
+    let mut hasher = Sha256::new();
+    for _ in 0..CHUNKS {
+        hasher.update(&chunk);
+    }
+    let want = hex::encode(hasher.finalize());
+    let body = futures_util::stream::iter(
+        (0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(bytes::Bytes::from(chunk.clone()))),
+    );
+    let res = c
+        .post(p.https_url("/upload"))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["bytes"], (CHUNK * CHUNKS) as u64);
+    assert_eq!(v["sha256"], want.as_str());
+    let hwm = vm_hwm_kb(p.pid());
+    assert!(
+        hwm < 100 * 1024,
+        "proxy peak RSS {hwm} KiB while streaming 200 MiB: it buffers"
+    );
+}
+
+#[tokio::test]
+async fn max_body_answers_413_in_json() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &["--max-body", "1K"]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    let res = c
+        .post(p.https_url("/upload"))
+        .body(vec![7u8; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "body_too_large");
+    // Without Content-Length the limit trips mid-stream.
+    let body = futures_util::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![1u8; 1024]))),
+    );
+    let res = c
+        .post(p.https_url("/upload"))
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    let res = c
+        .post(p.https_url("/upload"))
+        .body(vec![7u8; 512])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "bodies under the limit pass");
+}
+
+#[tokio::test]
+async fn http2_works_and_plain_http_redirects_except_acme_challenges() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &[]);
+    let c = webui::https_client(&webui::local_ca(state.path()), true);
+    let res = c.get(p.https_url("/health")).send().await.unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let v: Value = c
+        .get(p.https_url("/echo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["headers"]["host"],
+        format!("127.0.0.1:{}", p.https[0].port()).as_str(),
+        "an HTTP/2 :authority becomes Host upstream"
+    );
+
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let http = p.http[0];
+    let res = plain
+        .get(format!("http://{http}/c/abc?tab=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 301);
+    assert_eq!(
+        res.headers()["location"],
+        format!("https://127.0.0.1:{}/c/abc?tab=2", p.https[0].port()).as_str()
+    );
+    let res = plain
+        .get(format!(
+            "http://{http}/.well-known/acme-challenge/some-token"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        404,
+        "challenge path is answered, not redirected"
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_gives_json_502_or_html_then_recovers() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &[]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    assert_eq!(
+        c.get(p.https_url("/health")).send().await.unwrap().status(),
+        200
+    );
+    let addr = up.stop().await;
+
+    let res = c
+        .get(p.https_url("/api/models"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "upstream_unreachable");
+
+    let res = c
+        .get(p.https_url("/"))
+        .header("Accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("<h1>502 Bad Gateway</h1>")
+    );
+
+    let _up = standin::spawn_at(addr, standin::Config::default())
+        .await
+        .unwrap();
+    let res = c.get(p.https_url("/health")).send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "the proxy serves again once the upstream is back"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_open_sse_stream_finish_then_exits_0() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let mut p = proxy(state.path(), &up.url(""), &[]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    let res = c
+        .get(p.https_url("/sse?n=8&interval_ms=200"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let reader = tokio::spawn(arrivals(res));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.signal("TERM");
+    let events = reader.await.unwrap();
+    assert_eq!(events.len(), 8, "the open stream completes after SIGTERM");
+    let status = p
+        .wait(Duration::from_secs(15))
+        .expect("exits after draining");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        tokio::net::TcpStream::connect(p.https[0]).await.is_err(),
+        "nothing listens after exit"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drain_is_bounded() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let mut p = proxy(state.path(), &up.url(""), &["--drain-timeout", "1s"]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    // A stream that would run for a minute.
+    let res = c
+        .get(p.https_url("/sse?n=600&interval_ms=100"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let started = Instant::now();
+    p.signal("TERM");
+    let status = p
+        .wait(Duration::from_secs(10))
+        .expect("exits within the drain bound");
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(res);
+}
+
+// ---- bad input: exit 1, a clear message, nothing started ----
+
+fn write_cert(
+    dir: &Path,
+    name: &str,
+    not_after_days: i64,
+    key: &rcgen::KeyPair,
+) -> std::path::PathBuf {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(30);
+    params.not_after = now + time::Duration::days(not_after_days);
+    let cert = params.self_signed(key).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, cert.pem()).unwrap();
+    path
+}
+
+fn expect_user_error(state: &Path, args: &[&str], needle: &str) {
+    let out = webui::run(state, args, Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should exit 1; stderr:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("error: ") && out.stderr.contains(needle),
+        "{args:?}: stderr should mention `{needle}`:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_inputs_exit_1_with_a_clear_message() {
+    let state = webui::state_dir();
+    let s = state.path();
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let good = write_cert(dir.path(), "good.pem", 30, &key);
+    let expired = write_cert(dir.path(), "expired.pem", -1, &key);
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let other_key_path = dir.path().join("other.pem");
+    std::fs::write(&other_key_path, other_key.serialize_pem()).unwrap();
+    let base = [
+        "proxy",
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-http",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter()
+            .chain(extra.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            with(&[
+                "--tls-cert",
+                good.to_str().unwrap(),
+                "--tls-key",
+                other_key_path.to_str().unwrap(),
+            ]),
+            "does not belong to the certificate".into(),
+        ),
+        (
+            with(&[
+                "--tls-cert",
+                expired.to_str().unwrap(),
+                "--tls-key",
+                key_path.to_str().unwrap(),
+            ]),
+            "expired".into(),
+        ),
+        (
+            with(&[
+                "--tls-cert",
+                "/nonexistent/fullchain.pem",
+                "--tls-key",
+                key_path.to_str().unwrap(),
+            ]),
+            "cannot read certificate /nonexistent/fullchain.pem".into(),
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        expect_user_error(s, &args, &needle);
+    }
+
+    expect_user_error(
+        s,
+        &["proxy", "--upstream", "127.0.0.1:8080"],
+        "is not a URL",
+    );
+    expect_user_error(s, &["proxy"], "no upstream given");
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    expect_user_error(
+        s,
+        &[
+            "proxy",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            &busy_addr,
+            "--no-http",
+        ],
+        "already in use",
+    );
+
+    let cfg = dir.path().join("webui.toml");
+    std::fs::write(
+        &cfg,
+        "upstream = \"http://127.0.0.1:9\"\nlisten_addr = \"x\"\n",
+    )
+    .unwrap();
+    expect_user_error(
+        s,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-http",
+        ],
+        "listen_addr",
+    );
+    assert!(
+        !webui::local_ca(s).exists(),
+        "failed starts leave no local CA behind"
+    );
+}
+
+#[tokio::test]
+async fn operator_certificate_is_served() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = write_cert(dir.path(), "cert.pem", 30, &key);
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let p = proxy(
+        state.path(),
+        &up.url(""),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+    );
+    let tls = webui::client_tls(&[&cert], &[b"http/1.1"]);
+    let c = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve("localhost", p.https[0])
+        .build()
+        .unwrap();
+    let res = c
+        .get(format!("https://localhost:{}/health", p.https[0].port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
