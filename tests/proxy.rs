@@ -86,10 +86,10 @@ async fn arrivals(res: reqwest::Response) -> Vec<(u64, u64)> {
         while let Some(nl) = buf.find('\n') {
             let line: String = buf.drain(..=nl).collect();
             let json = line.trim().trim_start_matches("data:").trim();
-            if let Ok(v) = serde_json::from_str::<Value>(json) {
-                if let Some(sent) = v["sent_ms"].as_u64() {
-                    out.push((sent, arrived));
-                }
+            if let Ok(v) = serde_json::from_str::<Value>(json)
+                && let Some(sent) = v["sent_ms"].as_u64()
+            {
+                out.push((sent, arrived));
             }
         }
     }

@@ -88,13 +88,13 @@ pub fn domain(s: &str) -> Result<String, String> {
             "--domain `{raw}` is an IP address; certificates from Let's Encrypt need a DNS name pointing at this host (use --self-signed for an address-only LAN box)"
         ));
     }
-    if let Some((host, port)) = raw.rsplit_once(':') {
-        if port.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!(
-                "--domain `{raw}` has a port; ports are set with --listen, {}",
-                right(host)
-            ));
-        }
+    if let Some((host, port)) = raw.rsplit_once(':')
+        && port.chars().all(|c| c.is_ascii_digit())
+    {
+        return Err(format!(
+            "--domain `{raw}` has a port; ports are set with --listen, {}",
+            right(host)
+        ));
     }
     let trimmed = raw.strip_suffix('.').unwrap_or(raw);
     let ascii = idna::domain_to_ascii(trimmed)

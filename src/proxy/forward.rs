@@ -37,17 +37,17 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             return finish(&shared, res, &method, &path, start, None);
         }
     };
-    if let (Some(max), Some(len)) = (shared.max_body, content_length(&req)) {
-        if len > max {
-            return finish(
-                &shared,
-                respond::error(ProxyError::BodyTooLarge, html),
-                &method,
-                &path,
-                start,
-                None,
-            );
-        }
+    if let (Some(max), Some(len)) = (shared.max_body, content_length(&req))
+        && len > max
+    {
+        return finish(
+            &shared,
+            respond::error(ProxyError::BodyTooLarge, html),
+            &method,
+            &path,
+            start,
+            None,
+        );
     }
 
     let upgrade = req.version() <= http::Version::HTTP_11 && headers::is_upgrade(req.headers());
@@ -132,23 +132,23 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     };
     let upstream_ms = sent.elapsed().as_secs_f64() * 1000.0;
 
-    if let Some(client_upgrade) = client_upgrade {
-        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let upstream_upgrade = hyper::upgrade::on(&mut res);
-            let idle = shared.ws_idle_timeout;
-            shared.tracker.spawn(tunnel::run(
-                client_upgrade,
-                upstream_upgrade,
-                idle,
-                path.clone(),
-            ));
-            let (parts, _) = res.into_parts();
-            let res = Response::from_parts(
-                parts,
-                http_body_util::Empty::new().map_err(|n| match n {}).boxed(),
-            );
-            return finish(&shared, res, &method, &path, start, Some(upstream_ms));
-        }
+    if let Some(client_upgrade) = client_upgrade
+        && res.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut res);
+        let idle = shared.ws_idle_timeout;
+        shared.tracker.spawn(tunnel::run(
+            client_upgrade,
+            upstream_upgrade,
+            idle,
+            path.clone(),
+        ));
+        let (parts, _) = res.into_parts();
+        let res = Response::from_parts(
+            parts,
+            http_body_util::Empty::new().map_err(|n| match n {}).boxed(),
+        );
+        return finish(&shared, res, &method, &path, start, Some(upstream_ms));
     }
 
     let (mut parts, body) = res.into_parts();
@@ -290,10 +290,10 @@ impl HttpBody for Logged {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                *this.bytes += data.len() as u64;
-            }
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            *this.bytes += data.len() as u64;
         }
         polled
     }

@@ -130,10 +130,10 @@ pub fn set_forwarded(
         if !headers.contains_key(&X_FORWARDED_PROTO) {
             set(headers, &X_FORWARDED_PROTO, peer.proto);
         }
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            if let Some(h) = host {
-                headers.insert(X_FORWARDED_HOST.clone(), h.clone());
-            }
+        if !headers.contains_key(&X_FORWARDED_HOST)
+            && let Some(h) = host
+        {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
         }
         return;
     }

@@ -145,12 +145,11 @@ fn port_holder(port: u16) -> Option<String> {
             continue;
         };
         for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
-                    let comm =
-                        std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                    return Some(format!("{} pid {pid}", comm.trim()));
-                }
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
+            {
+                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                return Some(format!("{} pid {pid}", comm.trim()));
             }
         }
     }

@@ -145,10 +145,10 @@ impl Webui {
                 if let Some(a) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
                     self.https.push(a);
                 }
-            } else if let Some(rest) = l.split("listening on http://").nth(1) {
-                if let Some(a) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
-                    self.http.push(a);
-                }
+            } else if let Some(rest) = l.split("listening on http://").nth(1)
+                && let Some(a) = rest.split_whitespace().next().and_then(|a| a.parse().ok())
+            {
+                self.http.push(a);
             }
         }
     }
