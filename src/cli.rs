@@ -173,4 +173,41 @@ pub struct ProxyArgs {
     /// On SIGINT/SIGTERM, how long open requests and streams may take to finish [default: 10s]
     #[arg(long, env = "WEBUI_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
+
+    /// Contact address for the ACME account (expiry warnings from the CA)
+    #[arg(long, env = "WEBUI_EMAIL", value_name = "ADDRESS")]
+    pub email: Option<String>,
+
+    /// ACME directory URL [default: Let's Encrypt production]
+    #[arg(long, env = "WEBUI_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// Use Let's Encrypt's staging CA (untrusted certificates, generous rate limits)
+    #[arg(long, env = "WEBUI_STAGING", num_args = 0..=1, default_missing_value = "true",
+          conflicts_with = "acme_directory")]
+    pub staging: Option<bool>,
+
+    /// Trust this CA certificate (PEM) for the ACME server's own HTTPS, e.g. pebble, step-ca
+    #[arg(long, env = "WEBUI_ACME_CA", value_name = "FILE")]
+    pub acme_ca: Option<std::path::PathBuf>,
+
+    /// ACME challenge: http-01 on port 80, tls-alpn-01 on port 443, or auto (http-01, then tls-alpn-01)
+    #[arg(long, env = "WEBUI_CHALLENGE", value_enum)]
+    pub challenge: Option<ChallengeArg>,
+
+    /// Order certificates without first checking DNS and that the challenge path is reachable
+    #[arg(long, env = "WEBUI_SKIP_PREFLIGHT", num_args = 0..=1, default_missing_value = "true")]
+    pub skip_preflight: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChallengeArg {
+    Auto,
+    #[value(name = "http-01")]
+    #[serde(rename = "http-01")]
+    Http01,
+    #[value(name = "tls-alpn-01")]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }

@@ -14,6 +14,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and its invariants.
 
+pub mod acme;
 pub mod challenge;
 pub mod cli;
 pub mod commands;

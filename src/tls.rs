@@ -73,10 +73,15 @@ impl CertInfo {
     }
 }
 
-/// The certificate the HTTPS listener serves, swappable at runtime.
+/// The ALPN protocol of ACME's TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The certificate the HTTPS listener serves, swappable at runtime, plus the
+/// TLS-ALPN-01 challenge certificates an ACME order asks it to present.
 pub struct CertStore {
     current: ArcSwap<CertifiedKey>,
     info: ArcSwap<CertInfo>,
+    alpn_challenges: std::sync::RwLock<std::collections::HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -92,6 +97,7 @@ impl CertStore {
         Arc::new(Self {
             current: ArcSwap::from(key),
             info: ArcSwap::from_pointee(info),
+            alpn_challenges: Default::default(),
         })
     }
 
@@ -104,12 +110,58 @@ impl CertStore {
     pub fn info(&self) -> CertInfo {
         (**self.info.load()).clone()
     }
+
+    /// Presents `key` to ACME validation connections (ALPN `acme-tls/1`) for `domain`.
+    pub fn set_alpn_challenge(&self, domain: &str, key: Arc<CertifiedKey>) {
+        if let Ok(mut map) = self.alpn_challenges.write() {
+            map.insert(domain.to_string(), key);
+        }
+    }
+
+    pub fn clear_alpn_challenge(&self, domain: &str) {
+        if let Ok(mut map) = self.alpn_challenges.write() {
+            map.remove(domain);
+        }
+    }
 }
 
 impl ResolvesServerCert for CertStore {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let wants_acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if wants_acme {
+            // Only a validation connection gets the challenge certificate, and only for
+            // a name with a pending challenge; it is never served to browsers.
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self.alpn_challenges.read().ok()?.get(&name).cloned();
+        }
         Some(self.current.load_full())
     }
+}
+
+/// A TLS-ALPN-01 challenge certificate for `domain` (RFC 8737): self-signed, with the
+/// critical acmeIdentifier extension holding SHA-256 of the key authorization.
+pub fn alpn_challenge_cert(
+    domain: &str,
+    key_auth_digest: &[u8],
+) -> anyhow::Result<Arc<CertifiedKey>> {
+    let key = KeyPair::generate().context("generating a challenge key")?;
+    let mut params = CertificateParams::new(vec![domain.to_string()])
+        .with_context(|| format!("bad name {domain}"))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(key_auth_digest)];
+    let cert = params
+        .self_signed(&key)
+        .context("signing the challenge certificate")?;
+    let key_der = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| anyhow::anyhow!("challenge key: {e}"))?;
+    // Not CertifiedKey::from_der: its key check parses the certificate with webpki,
+    // which rejects the (critical, and required) acmeIdentifier extension.
+    let signing_key = provider().key_provider.load_private_key(key_der)?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing_key,
+    )))
 }
 
 /// The rustls server configuration: TLS 1.2 and 1.3 only (ring's suites are all
@@ -120,7 +172,8 @@ pub fn server_config(store: Arc<CertStore>) -> anyhow::Result<rustls::ServerConf
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_cert_resolver(store);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // acme-tls/1 last: only an ACME validator offers it, and then it is the only one.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(cfg)
 }
 

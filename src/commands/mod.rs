@@ -2,6 +2,7 @@
 //! through the [`Printer`](crate::output::Printer).
 
 pub mod proxy;
+pub mod site;
 
 use crate::cli::{Cli, Command};
 use crate::output::Printer;

@@ -1,17 +1,13 @@
 //! `webui proxy`: the proxy alone, in front of an Open WebUI that runs elsewhere.
 
-use std::sync::Arc;
-
 use tokio_util::sync::CancellationToken;
 
-use crate::challenge::Challenges;
+use super::site;
 use crate::cli::{GlobalArgs, ProxyCmd};
-use crate::config::{Paths, ProxySettings, TlsSource, resolve};
+use crate::config::{Paths, resolve};
 use crate::output::Printer;
 use crate::proxy::{Bound, Proxy};
 use crate::route::{self, Route};
-use crate::state::StateDir;
-use crate::tls::{self, CertInfo, CertStore, LocalCa};
 
 pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyhow::Result<u8> {
     let paths = Paths::resolve(global);
@@ -20,20 +16,14 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
     let settings = resolve::proxy(&cmd.proxy, &file)?;
 
     // Validate operator-provided files, then bind, before writing anything anywhere.
-    let files = match &settings.tls {
-        TlsSource::Files { cert, key } => Some(tls::load_pem_files(cert, key)?),
-        TlsSource::SelfSigned => None,
-    };
+    let validated = site::validate(&settings)?;
     let bound = Bound::bind(&settings)?;
-    let (key, info) = match files {
-        Some(pair) => pair,
-        None => self_signed(&paths, &settings, &printer)?,
-    };
-    let certs = CertStore::new(key, info);
+    let site = site::prepare(&paths, &settings, validated, &printer)?;
 
     for addr in bound.https_addrs() {
         printer.line(format!("listening on https://{addr} -> {upstream}"));
     }
+    let http_port = bound.http_addrs().first().map(|a| a.port());
     for addr in bound.http_addrs() {
         printer.line(format!("listening on http://{addr} (redirects to https)"));
     }
@@ -43,27 +33,16 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
     crate::signal::cancel_on_signal(shutdown.clone())?;
     let proxy = Proxy {
         settings,
-        certs: Arc::clone(&certs),
+        certs: site.certs.clone(),
         routes,
-        challenges: Challenges::default(),
+        challenges: site.challenges.clone(),
     };
-    proxy.run(bound, shutdown).await?;
+    let serving = tokio::spawn(proxy.run(bound, shutdown.clone()));
+    if let Err(e) = site.start(http_port, shutdown.clone()).await {
+        shutdown.cancel();
+        let _ = serving.await;
+        return Err(e);
+    }
+    serving.await??;
     Ok(0)
-}
-
-/// A leaf from the local CA for the configured names and this host.
-pub fn self_signed(
-    paths: &Paths,
-    settings: &ProxySettings,
-    printer: &Printer,
-) -> anyhow::Result<(Arc<rustls::sign::CertifiedKey>, CertInfo)> {
-    let state = StateDir::open(&paths.state_dir)?;
-    let ca = LocalCa::load_or_create(&state)?;
-    let (dns, ips) = tls::self_signed_names(&settings.domains);
-    let issued = ca.issue(&dns, &ips)?;
-    printer.line(format!(
-        "serving a certificate from the local CA; trust {} on your devices to avoid browser warnings",
-        state.ca_dir().join("ca.pem").display()
-    ));
-    Ok(issued)
 }

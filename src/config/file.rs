@@ -33,6 +33,12 @@ pub struct FileConfig {
     pub max_header_size: Option<String>,
     pub max_connections: Option<usize>,
     pub drain_timeout: Option<String>,
+    pub email: Option<String>,
+    pub acme_directory: Option<String>,
+    pub staging: Option<bool>,
+    pub acme_ca: Option<PathBuf>,
+    pub challenge: Option<crate::cli::ChallengeArg>,
+    pub skip_preflight: Option<bool>,
 }
 
 impl FileConfig {

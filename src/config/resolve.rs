@@ -21,6 +21,33 @@ pub enum TlsSource {
     Files { cert: PathBuf, key: PathBuf },
     /// A leaf issued by the local CA in the state directory.
     SelfSigned,
+    /// Certificates ordered from an ACME CA for the configured domains.
+    Acme(AcmeSettings),
+}
+
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// How to prove control of a domain to the ACME CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeMode {
+    /// HTTP-01, falling back to TLS-ALPN-01 when it fails.
+    Auto,
+    Http01,
+    TlsAlpn01,
+}
+
+/// What the ACME client needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// The names on the certificate; the first is the primary.
+    pub domains: Vec<String>,
+    pub email: Option<String>,
+    pub directory: String,
+    /// A CA to trust for the ACME server's own HTTPS (pebble, step-ca).
+    pub ca_file: Option<PathBuf>,
+    pub challenge: ChallengeMode,
+    pub skip_preflight: bool,
 }
 
 /// Everything the proxy needs, resolved and validated.
@@ -161,9 +188,8 @@ pub fn proxy(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySettings
             ));
         }
         (None, Some(_)) => return Err(err("--tls-key needs --tls-cert (the certificate chain)")),
-        // ACME will take the case "domain given, no files, not self-signed"; until it
-        // exists a local CA certificate is served for every name.
-        (None, None) => TlsSource::SelfSigned,
+        (None, None) if self_signed || domains.is_empty() => TlsSource::SelfSigned,
+        (None, None) => TlsSource::Acme(acme(cli, file, &domains)?),
     };
 
     let max_body = match pick(&cli.max_body, &file.max_body) {
@@ -241,6 +267,54 @@ pub fn proxy(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySettings
             &file.drain_timeout,
             DEFAULT_DRAIN_TIMEOUT,
         )?,
+    })
+}
+
+fn acme(cli: &ProxyArgs, file: &FileConfig, domains: &[String]) -> anyhow::Result<AcmeSettings> {
+    let staging = pick(&cli.staging, &file.staging).unwrap_or(false);
+    let directory = match pick(&cli.acme_directory, &file.acme_directory) {
+        Some(_) if staging => {
+            return Err(err(
+                "--staging and --acme-directory contradict each other; give one of them",
+            ));
+        }
+        Some(url) => {
+            let uri: Uri = url.parse().map_err(|_| {
+                err(format!("--acme-directory `{url}` is not a URL; write it like https://acme.example.com/directory"))
+            })?;
+            if uri.scheme_str() != Some("https") || uri.host().is_none() {
+                return Err(err(format!(
+                    "--acme-directory `{url}` must be an https:// URL, e.g. https://acme.example.com/directory"
+                )));
+            }
+            url
+        }
+        None if staging => LETS_ENCRYPT_STAGING.to_string(),
+        None => LETS_ENCRYPT.to_string(),
+    };
+    let email = pick(&cli.email, &file.email);
+    if let Some(e) = &email {
+        let ok = e.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && host.contains('.') && !e.contains(char::is_whitespace)
+        });
+        if !ok {
+            return Err(err(format!(
+                "--email `{e}` is not an email address; write it like admin@example.com"
+            )));
+        }
+    }
+    let challenge = match pick(&cli.challenge, &file.challenge) {
+        None | Some(crate::cli::ChallengeArg::Auto) => ChallengeMode::Auto,
+        Some(crate::cli::ChallengeArg::Http01) => ChallengeMode::Http01,
+        Some(crate::cli::ChallengeArg::TlsAlpn01) => ChallengeMode::TlsAlpn01,
+    };
+    Ok(AcmeSettings {
+        domains: domains.to_vec(),
+        email,
+        directory,
+        ca_file: pick(&cli.acme_ca, &file.acme_ca),
+        challenge,
+        skip_preflight: pick(&cli.skip_preflight, &file.skip_preflight).unwrap_or(false),
     })
 }
 
@@ -389,6 +463,67 @@ mod tests {
                 "{e} should mention {needle}"
             );
         }
+    }
+
+    #[test]
+    fn a_domain_means_acme_unless_self_signed() {
+        let cli = ProxyArgs {
+            domain: vec!["chat.example.com".into()],
+            ..Default::default()
+        };
+        let TlsSource::Acme(a) = proxy(&cli, &FileConfig::default()).unwrap().tls else {
+            panic!("expected ACME");
+        };
+        assert_eq!(a.directory, LETS_ENCRYPT);
+        assert_eq!(a.challenge, ChallengeMode::Auto);
+        assert_eq!(a.domains, vec!["chat.example.com"]);
+        let cli = ProxyArgs {
+            staging: Some(true),
+            ..cli
+        };
+        let TlsSource::Acme(a) = proxy(&cli, &FileConfig::default()).unwrap().tls else {
+            panic!("expected ACME");
+        };
+        assert_eq!(a.directory, LETS_ENCRYPT_STAGING);
+        let cli = ProxyArgs {
+            self_signed: Some(true),
+            ..cli
+        };
+        assert_eq!(
+            proxy(&cli, &FileConfig::default()).unwrap().tls,
+            TlsSource::SelfSigned
+        );
+    }
+
+    #[test]
+    fn bad_acme_values() {
+        let base = ProxyArgs {
+            domain: vec!["chat.example.com".into()],
+            ..Default::default()
+        };
+        let e = proxy(
+            &ProxyArgs {
+                email: Some("nobody".into()),
+                ..base.clone()
+            },
+            &FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("admin@example.com"));
+        let e = proxy(
+            &ProxyArgs {
+                acme_directory: Some("http://ca/dir".into()),
+                ..base.clone()
+            },
+            &FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("https://"));
+        let f = file("challenge = \"tls-alpn-01\"\n");
+        let TlsSource::Acme(a) = proxy(&base, &f).unwrap().tls else {
+            panic!()
+        };
+        assert_eq!(a.challenge, ChallengeMode::TlsAlpn01);
     }
 
     #[test]

@@ -205,6 +205,11 @@ pub(super) async fn serve(
                         return;
                     }
                 };
+                if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                    // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP follows.
+                    tracing::info!(target: "webui::acme", %peer, "answered TLS-ALPN-01 challenge");
+                    return;
+                }
                 let peer = Peer { ip: peer.ip(), proto: "https" };
                 let svc_shared = shared.clone();
                 let svc = service_fn(move |req| {

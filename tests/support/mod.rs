@@ -1,2 +1,3 @@
+pub mod pebble;
 pub mod standin;
 pub mod webui;
