@@ -304,3 +304,124 @@ fn invalid_domains_and_failed_preflight_exit_1_without_ordering() {
         "no account was registered"
     );
 }
+
+#[tokio::test]
+async fn renewal_by_lifetime_swaps_the_certificate_without_dropping_anyone() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (https, http) = (free_port(), free_port());
+    // 18-second certificates: renewal is due when a third (6 s) remains.
+    let Some(pebble) = Pebble::start_with_validity(http, https, Some(18)) else {
+        return;
+    };
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let domain = "chat-renew.webui.test";
+    let p = acme_proxy(
+        state.path(),
+        &up.url(""),
+        &pebble,
+        https,
+        http,
+        domain,
+        &["--challenge", "http-01", "--skip-preflight"],
+    );
+    let root = pebble.root_pem().await;
+    let first = wait_for_issued(&p, domain, root.as_bytes(), Duration::from_secs(60)).await;
+
+    let mut roots_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut roots_file, root.as_bytes()).unwrap();
+    let tls = webui::client_tls(&[roots_file.path()], &[b"http/1.1"]);
+
+    // A websocket and an SSE stream opened on the first certificate.
+    let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        format!("wss://{domain}:{https}/ws"),
+        tcp,
+        None,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls.clone()))),
+    )
+    .await
+    .unwrap();
+    let stream_client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
+        .resolve(domain, p.https[0])
+        .build()
+        .unwrap();
+    let sse = stream_client
+        .get(format!(
+            "https://{domain}:{https}/sse?n=150&interval_ms=200"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let sse_reader = tokio::spawn(async move {
+        let mut bytes = 0usize;
+        let mut s = sse.bytes_stream();
+        while let Some(c) = s.next().await {
+            bytes += c.unwrap().len();
+        }
+        bytes
+    });
+
+    // A steady client, new connection (and handshake) for every request.
+    let steady_tls = tls.clone();
+    let steady = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        let until = Instant::now() + Duration::from_secs(25);
+        while Instant::now() < until {
+            let c = reqwest::Client::builder()
+                .tls_backend_preconfigured(steady_tls.clone())
+                .resolve(domain, SocketAddr::from(([127, 0, 0, 1], https)))
+                .build()
+                .unwrap();
+            match c
+                .get(format!("https://{domain}:{https}/health"))
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => ok += 1,
+                _ => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (ok, failed)
+    });
+
+    let start = Instant::now();
+    let renewed = loop {
+        if let Some(leaf) = served_leaf(p.https[0], domain, root.as_bytes()).await {
+            if leaf != first {
+                break leaf;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "no renewal; webui said:\n{}",
+            p.output_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(renewed, first);
+
+    // The connections opened before the swap still work.
+    ws.send(Message::text("after renewal")).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, Message::text("after renewal"));
+    let (ok, failed) = steady.await.unwrap();
+    assert_eq!(
+        failed, 0,
+        "no request failed during renewal ({ok} succeeded)"
+    );
+    assert!(ok > 50);
+    let sse_bytes = sse_reader.await.unwrap();
+    assert!(
+        sse_bytes > 150 * 20,
+        "the SSE stream ran to its end across the swap ({sse_bytes} bytes)"
+    );
+}

@@ -76,6 +76,15 @@ impl Pebble {
     /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`
     /// of 127.0.0.1. Returns None when pebble is not installed (outside CI only).
     pub fn start(http_port: u16, tls_port: u16) -> Option<Pebble> {
+        Self::start_with_validity(http_port, tls_port, None)
+    }
+
+    /// Like [`Pebble::start`], issuing certificates valid for `validity_secs`.
+    pub fn start_with_validity(
+        http_port: u16,
+        tls_port: u16,
+        validity_secs: Option<u64>,
+    ) -> Option<Pebble> {
         let (bin, dns_bin, ca, cert, key) = files()?;
         let dir = tempfile::tempdir().unwrap();
         let dns_port = free_port();
@@ -103,6 +112,10 @@ impl Pebble {
                 "externalAccountBindingRequired": false
             }
         });
+        let mut config = config;
+        if let Some(v) = validity_secs {
+            config["pebble"]["certificateValidityPeriod"] = serde_json::json!(v);
+        }
         let cfg_path = dir.path().join("pebble.json");
         std::fs::write(&cfg_path, config.to_string()).unwrap();
         let log = std::fs::File::create(dir.path().join("pebble.log")).unwrap();
