@@ -60,6 +60,8 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run; boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run only the HTTPS + WebSocket reverse proxy in front of an Open WebUI you already run
     #[command(after_help = "Examples:\n  \
@@ -69,6 +71,12 @@ pub enum Command {
         webui proxy --upstream http://127.0.0.1:3000 --tls-cert fullchain.pem --tls-key key.pem \\\n      \
         --listen 0.0.0.0:8443 --http-listen 0.0.0.0:8080")]
     Proxy(ProxyCmd),
+
+    /// Show or renew the site's certificates
+    #[command(after_help = "Examples:\n  \
+        webui cert status\n  \
+        webui cert status --json | jq '.certificates[0].not_after'")]
+    Cert(CertCmd),
 }
 
 #[derive(Debug, Args)]
@@ -210,4 +218,20 @@ pub enum ChallengeArg {
     #[value(name = "tls-alpn-01")]
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
+}
+
+#[derive(Debug, Args)]
+pub struct CertCmd {
+    #[command(subcommand)]
+    pub action: CertAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertAction {
+    /// Names, issuer, expiry, next renewal and last error of each stored certificate
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -143,6 +143,22 @@ async fn http01_issues_a_certificate_and_a_restart_reuses_it() {
         0o600
     );
 
+    let out = webui::run(
+        state.path(),
+        &["cert", "status", "--json"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let c = &v["certificates"][0];
+    assert_eq!(c["name"], domain);
+    assert!(c["issuer"].as_str().unwrap().contains("Pebble"), "{c}");
+    assert!(c["days_left"].as_i64().unwrap() >= 0);
+    assert!(
+        c["next_renewal"].is_string() && c["last_error"].is_null(),
+        "{c}"
+    );
+
     p.signal("TERM");
     assert_eq!(
         p.wait(Duration::from_secs(15)).and_then(|s| s.code()),
@@ -245,6 +261,17 @@ async fn a_failing_challenge_keeps_serving_and_says_why() {
         "{status}"
     );
     assert!(status["next_try"].as_str().is_some(), "{status}");
+    let out = webui::run(state.path(), &["cert", "status"], Duration::from_secs(10));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a failing certificate is reported as unhealthy"
+    );
+    assert!(
+        out.stdout.contains("last error:") && out.stdout.contains("next try:"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -391,10 +418,10 @@ async fn renewal_by_lifetime_swaps_the_certificate_without_dropping_anyone() {
 
     let start = Instant::now();
     let renewed = loop {
-        if let Some(leaf) = served_leaf(p.https[0], domain, root.as_bytes()).await {
-            if leaf != first {
-                break leaf;
-            }
+        if let Some(leaf) = served_leaf(p.https[0], domain, root.as_bytes()).await
+            && leaf != first
+        {
+            break leaf;
         }
         assert!(
             start.elapsed() < Duration::from_secs(40),

@@ -146,11 +146,18 @@ impl Acme {
                                 not_after = %info.not_after,
                                 "certificate issued by {}; now serving it", info.issuer
                             );
-                            self.certs.swap(key, info.clone());
-                            current = Some(info);
                             failures = 0;
                             status.last_error = None;
                             status.next_try = None;
+                            status.not_after = Some(info.not_after);
+                            status.issuer = Some(info.issuer.clone());
+                            status.next_renewal =
+                                Some(schedule::renew_at(info.not_before, info.not_after, None));
+                            // Status on disk first: whoever sees the new certificate
+                            // finds the status current.
+                            let _ = self.store.save_status(&status);
+                            self.certs.swap(key, info.clone());
+                            current = Some(info);
                         }
                         Err(e) => {
                             failures += 1;
@@ -173,6 +180,11 @@ impl Acme {
     fn record_failure(&self, status: &mut CertStatus, failures: u32, f: &OrderFailure) {
         let delay = schedule::backoff(failures, f.rate_limited, None);
         let next = OffsetDateTime::now_utc() + delay;
+        status.last_error = Some(f.message.clone());
+        status.last_error_at = Some(OffsetDateTime::now_utc());
+        status.next_try = Some(next);
+        // Saved before the log line, so whoever reads the log finds the status current.
+        let _ = self.store.save_status(status);
         tracing::warn!(
             target: "webui::acme",
             error = %f.message,
@@ -181,9 +193,6 @@ impl Acme {
             self.settings.domains.join(", "),
             humantime::format_duration(delay)
         );
-        status.last_error = Some(f.message.clone());
-        status.last_error_at = Some(OffsetDateTime::now_utc());
-        status.next_try = Some(next);
     }
 
     async fn account(&self) -> Result<Account, OrderFailure> {

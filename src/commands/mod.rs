@@ -1,6 +1,7 @@
 //! One module per subcommand: each resolves its settings, does its work, and prints
 //! through the [`Printer`](crate::output::Printer).
 
+pub mod cert;
 pub mod proxy;
 pub mod site;
 
@@ -11,5 +12,6 @@ use crate::output::Printer;
 pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Proxy(cmd) => proxy::run(&cli.global, cmd, printer).await,
+        Command::Cert(cmd) => cert::run(&cli.global, cmd, printer).await,
     }
 }
