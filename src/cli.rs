@@ -42,6 +42,12 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// Name of this instance: prefixes every container, volume and network name
+    /// (`NAME-open-webui`), so several instances can share one Docker engine
+    /// [default: none, names as in the Open WebUI docs]
+    #[arg(long, global = true, env = "WEBUI_PROJECT", value_name = "NAME")]
+    pub project: Option<String>,
+
     /// Log line format
     #[arg(
         long,
@@ -59,9 +65,9 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Subcommand)]
-// Parsed once per run; boxing the large variants would buy nothing.
+// Parsed once per process; boxing the flag structs would buy nothing.
 #[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run only the HTTPS + WebSocket reverse proxy in front of an Open WebUI you already run
     #[command(after_help = "Examples:\n  \
@@ -71,6 +77,56 @@ pub enum Command {
         webui proxy --upstream http://127.0.0.1:3000 --tls-cert fullchain.pem --tls-key key.pem \\\n      \
         --listen 0.0.0.0:8443 --http-listen 0.0.0.0:8080")]
     Proxy(ProxyCmd),
+
+    /// Run Open WebUI (and optionally Ollama) in Docker and serve it over HTTPS
+    #[command(after_help = "Examples:\n  \
+        # on a LAN box: self-signed HTTPS on :443, Open WebUI on 127.0.0.1:3000\n  \
+        webui up\n  \
+        # a public site with the bundled Ollama and every GPU\n  \
+        webui up --domain chat.example.com --ollama --gpu all\n  \
+        # a fixed release, an OpenAI-compatible provider, one extra setting\n  \
+        webui up --version v0.6.5 --openai-url https://api.openai.com/v1 \\\n      \
+        --openai-key-file /root/openai.key --env ENABLE_SIGNUP=false\n\n\
+        Containers keep running when webui exits (restart policy unless-stopped); the next\n\
+        `webui up` adopts them and recreates them only when a setting changed. Data volumes\n\
+        are never deleted. The WEBUI_SECRET_KEY is generated once and kept (mode 0600) in\n\
+        <state-dir>/projects/<project>/secret_key.\n\n\
+        Open WebUI stores WEBUI_URL, OLLAMA_BASE_URL and the OpenAI connection in its\n\
+        database on first start (PersistentConfig) and ignores later changes of these\n\
+        variables; webui warns when they change. Change them in Admin Panel > Settings,\n\
+        or pass --env ENABLE_PERSISTENT_CONFIG=false to make the environment win on every\n\
+        start (settings saved in the admin panel are then lost at each restart).")]
+    Up(UpCmd),
+
+    /// Show the containers, their health, image digest, uptime and restarts
+    #[command(after_help = "Examples:\n  \
+        webui status\n  \
+        webui status --json | jq '.containers[] | {service, state, health}'\n  \
+        webui --project staging status\n\n\
+        Exit status: 0 when every container is running and healthy, 3 otherwise.")]
+    Status(StatusCmd),
+
+    /// Show the containers' logs (stdout and stderr)
+    #[command(after_help = "Examples:\n  \
+        webui logs --tail 100\n  \
+        webui logs open-webui -f --since 10m\n  \
+        webui logs ollama --since 2024-05-01T12:00:00Z --timestamps")]
+    Logs(LogsCmd),
+
+    /// Stop and remove the containers and network; data volumes and the secret stay
+    #[command(after_help = "Examples:\n  \
+        webui down\n  \
+        # also delete the data volumes and the secret key (asks for --yes)\n  \
+        webui down --purge-data --yes")]
+    Down(DownCmd),
+
+    /// Show the effective settings, write a starter webui.toml, or export a site
+    /// configuration for nginx, Apache or Caddy
+    #[command(after_help = "Examples:\n  \
+        webui config show\n  \
+        webui config init\n  \
+        webui config export nginx --domain chat.example.com")]
+    Config(ConfigCmd),
 
     /// Show or renew the site's certificates
     #[command(after_help = "Examples:\n  \
@@ -218,6 +274,247 @@ pub enum ChallengeArg {
     #[value(name = "tls-alpn-01")]
     #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
+}
+
+/// `webui up`: everything of `webui proxy` plus what to run in Docker.
+#[derive(Debug, Clone, Default, Args)]
+pub struct UpCmd {
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+
+    /// Open WebUI image [default: ghcr.io/open-webui/open-webui:main]
+    #[arg(long, env = "WEBUI_IMAGE", value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// Run this Open WebUI release, e.g. v0.6.5 (the image's tag)
+    #[arg(long, env = "WEBUI_OPENWEBUI_VERSION", value_name = "VERSION")]
+    pub version: Option<String>,
+
+    /// When to pull images [default: missing]
+    #[arg(long, env = "WEBUI_PULL", value_enum, value_name = "WHEN")]
+    pub pull: Option<PullPolicy>,
+
+    /// bridge: publish Open WebUI on 127.0.0.1:--port; host: Open WebUI listens on
+    /// 127.0.0.1:--port of the host itself [default: bridge]
+    #[arg(long, env = "WEBUI_NETWORK", value_enum, value_name = "MODE")]
+    pub network: Option<NetworkMode>,
+
+    /// Loopback port Open WebUI answers on, for the proxy
+    /// [default: 3000 with --network bridge, 8080 with --network host]
+    #[arg(long, env = "WEBUI_PORT", value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Also run Ollama in a container, reachable by Open WebUI only
+    #[arg(long, env = "WEBUI_OLLAMA", num_args = 0..=1, default_missing_value = "true",
+          conflicts_with = "ollama_url")]
+    pub ollama: Option<bool>,
+
+    /// Ollama image for --ollama [default: ollama/ollama:latest]
+    #[arg(long, env = "WEBUI_OLLAMA_IMAGE", value_name = "IMAGE")]
+    pub ollama_image: Option<String>,
+
+    /// Use the Ollama server at this URL [default: --ollama, else this host's Ollama if
+    /// it answers on 127.0.0.1:11434]
+    #[arg(long, env = "WEBUI_OLLAMA_URL", value_name = "URL")]
+    pub ollama_url: Option<String>,
+
+    /// An OpenAI-compatible API, e.g. https://api.openai.com/v1
+    #[arg(long, env = "WEBUI_OPENAI_URL", value_name = "URL")]
+    pub openai_url: Option<String>,
+
+    /// File holding the API key of --openai-url (kept out of `ps` and logs)
+    #[arg(long, env = "WEBUI_OPENAI_KEY_FILE", value_name = "FILE")]
+    pub openai_key_file: Option<PathBuf>,
+
+    /// GPUs for the containers: auto uses them when the engine has an NVIDIA runtime
+    /// [default: auto]
+    #[arg(long, env = "WEBUI_GPU", value_enum, value_name = "WHICH")]
+    pub gpu: Option<GpuMode>,
+
+    /// Extra environment variable for Open WebUI, repeatable
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// File of KEY=VALUE lines for Open WebUI (`#` comments), like `docker run --env-file`
+    #[arg(long, env = "WEBUI_ENV_FILE", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Open WebUI's timeout for requests to model providers (AIOHTTP_CLIENT_TIMEOUT)
+    /// [default: 300s]
+    #[arg(long, env = "WEBUI_AIOHTTP_TIMEOUT", value_name = "DURATION")]
+    pub aiohttp_timeout: Option<String>,
+
+    /// How long Open WebUI may take to become healthy (first starts run migrations and
+    /// download models) [default: 30m]
+    #[arg(long, env = "WEBUI_HEALTH_TIMEOUT", value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+
+    /// Take over an `open-webui`/`ollama` container or volume not made by webui
+    /// (e.g. from the Open WebUI docs' `docker run`), keeping its data
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only images that are not present locally
+    Missing,
+    /// Pull every time (newer `:main` builds are picked up)
+    Always,
+    /// Never pull; fail when an image is missing
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkMode {
+    /// A user-defined bridge network; the port is published on 127.0.0.1 only
+    Bridge,
+    /// The host's network; Open WebUI listens on 127.0.0.1 only
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GpuMode {
+    /// Use GPUs when the engine has an NVIDIA runtime or CDI devices
+    Auto,
+    /// Request every GPU; fail when the engine has no GPU runtime
+    All,
+    /// No GPUs
+    None,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatusCmd {
+    /// Machine-readable output (schema in the `webui::commands::status` docs)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogService {
+    #[value(name = "open-webui")]
+    OpenWebui,
+    Ollama,
+    All,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct LogsCmd {
+    /// Whose logs [default: all]
+    #[arg(value_enum, value_name = "SERVICE")]
+    pub service: Option<LogService>,
+
+    /// Keep printing new lines as they come
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Only the last N lines of each container (or `all`) [default: all]
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<String>,
+
+    /// Only lines newer than this: a duration (10m, 2h) or a time (2024-05-01T12:00:00Z)
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<String>,
+
+    /// Prefix each line with the time Docker received it
+    #[arg(short, long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct DownCmd {
+    /// Also delete the data volumes and the secret key: every chat, user and setting
+    #[arg(long)]
+    pub purge_data: bool,
+
+    /// Confirm --purge-data
+    #[arg(long, requires = "purge_data")]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCmd {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Show the effective settings of the site and where each came from (flag, env, file,
+    /// default)
+    #[command(after_help = "Examples:\n  \
+        webui config show\n  \
+        WEBUI_MAX_BODY=100M webui config show --listen 127.0.0.1:8443 --json\n  \
+        webui config show --json | jq '.settings[] | select(.source != \"default\")'\n\n\
+        Takes the same flags and WEBUI_* variables as `webui proxy`, so a command line can be\n\
+        checked before it is run. JSON: {\"settings\": [{\"key\", \"value\", \"source\"}],\n\
+        \"config_file\", \"state_dir\"}; source is one of flag, env, file, default.")]
+    Show(ConfigShowCmd),
+
+    /// Write a commented webui.toml with every key and its default
+    #[command(after_help = "Examples:\n  \
+        webui config init\n  \
+        webui --config /etc/webui/webui.toml config init --force\n\n\
+        Writes to --config, else <state-dir>/webui.toml. Every key is commented out, so the\n\
+        file changes nothing until a line is uncommented.")]
+    Init(ConfigInitCmd),
+
+    /// Print a site configuration for nginx, Apache or Caddy matching the current settings
+    #[command(after_help = "Examples:\n  \
+        # beside an nginx that already serves other sites on 80/443\n  \
+        webui config export nginx --domain chat.example.com \\\n      \
+        > /etc/nginx/sites-available/chat.example.com.conf\n  \
+        # Apache with your own certificate, Open WebUI from `webui up --network host`\n  \
+        webui config export apache --domain chat.example.com --upstream http://127.0.0.1:8080 \\\n      \
+        --tls-cert /etc/ssl/chat/fullchain.pem --tls-key /etc/ssl/chat/privkey.pem\n  \
+        webui config export caddy --domain chat.example.com --email admin@example.com\n\n\
+        Settings come from flags, WEBUI_* variables and webui.toml as for `webui proxy`:\n\
+        listen addresses, timeouts, --max-body, --trusted-proxy, --no-hsts, --no-http.\n\
+        Certificates: certbot's /etc/letsencrypt/live/<domain>/ for nginx and Apache, Caddy's\n\
+        own ACME for Caddy, or --tls-cert/--tls-key.")]
+    Export(ConfigExportCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigShowCmd {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+
+    /// Where Open WebUI answers [default: where `webui up` publishes it, http://127.0.0.1:3000]
+    #[arg(long, env = "WEBUI_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigInitCmd {
+    /// Replace an existing file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportServer {
+    Nginx,
+    Apache,
+    Caddy,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigExportCmd {
+    /// The web server to write the configuration for
+    #[arg(value_enum, value_name = "SERVER")]
+    pub server: ExportServer,
+
+    /// Where Open WebUI answers [default: where `webui up` publishes it, http://127.0.0.1:3000]
+    #[arg(long, env = "WEBUI_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,8 @@
 //! - [`config`]: the TOML file, value parsers, and the one pure resolver from flags +
 //!   env + file to settings.
 //! - [`commands`]: one module per subcommand; orchestration and output.
+//! - [`docker`]: the containers through bollard: connect, specs, pull, ensure, health,
+//!   logs. It does not know the proxy; `commands::up` wires them through [`route`].
 //! - [`proxy`]: the HTTPS + WebSocket reverse proxy.
 //! - [`tls`]: the hot-swappable certificate store, PEM loading, the local CA.
 //! - [`route`], [`challenge`]: the small shared types through which the proxy is told
@@ -19,7 +21,10 @@ pub mod challenge;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
+pub mod docker;
 pub mod error;
+pub mod export;
 pub mod output;
 pub mod proxy;
 pub mod route;

@@ -2,8 +2,13 @@
 //! through the [`Printer`](crate::output::Printer).
 
 pub mod cert;
+pub mod config;
+pub mod down;
+pub mod logs;
 pub mod proxy;
 pub mod site;
+pub mod status;
+pub mod up;
 
 use crate::cli::{Cli, Command};
 use crate::output::Printer;
@@ -12,6 +17,11 @@ use crate::output::Printer;
 pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Proxy(cmd) => proxy::run(&cli.global, cmd, printer).await,
+        Command::Up(cmd) => up::run(&cli.global, cmd, printer).await,
+        Command::Status(cmd) => status::run(&cli.global, cmd, printer).await,
+        Command::Logs(cmd) => logs::run(&cli.global, cmd, printer).await,
+        Command::Down(cmd) => down::run(&cli.global, cmd, printer).await,
+        Command::Config(cmd) => config::run(&cli.global, cmd, printer).await,
         Command::Cert(cmd) => cert::run(&cli.global, cmd, printer).await,
     }
 }

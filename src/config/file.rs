@@ -39,6 +39,22 @@ pub struct FileConfig {
     pub acme_ca: Option<PathBuf>,
     pub challenge: Option<crate::cli::ChallengeArg>,
     pub skip_preflight: Option<bool>,
+    // `webui up`
+    pub image: Option<String>,
+    pub version: Option<String>,
+    pub pull: Option<String>,
+    pub network: Option<String>,
+    pub port: Option<u16>,
+    pub ollama: Option<bool>,
+    pub ollama_image: Option<String>,
+    pub ollama_url: Option<String>,
+    pub openai_url: Option<String>,
+    pub openai_key_file: Option<PathBuf>,
+    pub gpu: Option<String>,
+    pub env: Option<Vec<String>>,
+    pub env_file: Option<PathBuf>,
+    pub aiohttp_timeout: Option<String>,
+    pub health_timeout: Option<String>,
 }
 
 impl FileConfig {

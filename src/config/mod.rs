@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod resolve;
+pub mod up;
 pub mod values;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,305 @@
+//! `webui status [--json]`: the project's containers and the proxy serving them.
+//!
+//! Exit status: 0 when Open WebUI's container exists and every container of the
+//! project is running and healthy; [`EXIT_NOT_HEALTHY`] (3) otherwise; 1 when Docker
+//! cannot be reached.
+//!
+//! # JSON schema (`--json`, on stdout)
+//! ```json
+//! {
+//!   "project": "default",            // the --project name, "default" without one
+//!   "healthy": true,                  // the exit status is 0 exactly when true
+//!   "containers": [{
+//!     "service": "open-webui",        // "open-webui" | "ollama"
+//!     "name": "open-webui",           // container name
+//!     "id": "0123456789ab",           // short container id
+//!     "state": "running",             // Docker's state: created, running, restarting,
+//!                                     // exited, paused, dead, ...
+//!     "running": true,
+//!     "health": "healthy",            // "healthy" | "unhealthy" | "unreachable" (its
+//!                                     // /health probed on loopback), "stopped" (not
+//!                                     // running), "not-checked" (Ollama: not
+//!                                     // reachable from the host by design)
+//!     "health_detail": null,          // why not healthy, when known
+//!     "image": "ghcr.io/open-webui/open-webui:main",
+//!     "image_id": "sha256:...",
+//!     "digest": "ghcr.io/open-webui/open-webui@sha256:...",   // or null
+//!     "started_at": "2024-05-01T12:00:00.123Z",               // or null
+//!     "uptime_secs": 187,             // null when not running
+//!     "restart_count": 0,
+//!     "ports": [{"host_ip": "127.0.0.1", "host_port": 3000, "container_port": "8080/tcp"}],
+//!     "network": "webui",             // network mode: "host" or the bridge network
+//!     "upstream": "http://127.0.0.1:3000"   // where the proxy forwards (Open WebUI only)
+//!   }],
+//!   "proxy": {                        // null when no `webui up` serves this project
+//!     "pid": 1234,
+//!     "https": ["0.0.0.0:443"],
+//!     "http": ["0.0.0.0:80"],
+//!     "upstream": "http://127.0.0.1:3000"
+//!   }
+//! }
+//! ```
+//! Secrets (`WEBUI_SECRET_KEY`, `OPENAI_API_KEY`) never appear.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use bollard::Docker;
+use serde::Serialize;
+
+use crate::cli::{GlobalArgs, StatusCmd};
+use crate::config::Paths;
+use crate::config::up::Project;
+use crate::docker::health;
+use crate::docker::project::{ProjectState, RunInfo};
+use crate::docker::spec::{LABEL_DIGEST, LABEL_ROLE, LABEL_UPSTREAM, short_id};
+use crate::docker::{self, Role, ensure};
+use crate::output::Printer;
+
+/// Exit status when something is not running or not healthy.
+pub const EXIT_NOT_HEALTHY: u8 = 3;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub project: String,
+    pub healthy: bool,
+    pub containers: Vec<ContainerReport>,
+    pub proxy: Option<RunInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerReport {
+    pub service: String,
+    pub name: String,
+    pub id: String,
+    pub state: String,
+    pub running: bool,
+    pub health: String,
+    pub health_detail: Option<String>,
+    pub image: String,
+    pub image_id: String,
+    pub digest: Option<String>,
+    pub started_at: Option<String>,
+    pub uptime_secs: Option<u64>,
+    pub restart_count: i64,
+    pub ports: Vec<PortReport>,
+    pub network: String,
+    pub upstream: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: String,
+}
+
+pub async fn run(global: &GlobalArgs, cmd: &StatusCmd, printer: Printer) -> anyhow::Result<u8> {
+    let paths = Paths::resolve(global);
+    let project = Project::resolve(global.project.as_deref())?;
+    let docker = docker::connect().await?;
+    let state = ProjectState::new(&paths.state_dir, &project);
+    let report = collect(&docker, &project, state.run_info()).await?;
+    if cmd.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{text}")
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e.into());
+        }
+    } else {
+        print_text(&report, &project, &printer);
+    }
+    Ok(if report.healthy { 0 } else { EXIT_NOT_HEALTHY })
+}
+
+/// Builds the report for `project`.
+pub async fn collect(
+    docker: &Docker,
+    project: &Project,
+    proxy: Option<RunInfo>,
+) -> anyhow::Result<Report> {
+    let mut containers = Vec::new();
+    for summary in ensure::list_managed(docker, project).await? {
+        let Some(id) = summary.id else { continue };
+        let c = match docker.inspect_container(&id, None).await {
+            Ok(c) => c,
+            Err(e) if docker::is_not_found(&e) => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot inspect a container")),
+        };
+        let config = c.config.clone().unwrap_or_default();
+        let labels = config.labels.clone().unwrap_or_default();
+        let state = c.state.clone().unwrap_or_default();
+        let running = state.running.unwrap_or(false);
+        let role = labels.get(LABEL_ROLE).and_then(|r| Role::parse(r));
+        let upstream = labels.get(LABEL_UPSTREAM).cloned();
+        let (health, detail) = match (running, role, &upstream) {
+            (false, _, _) => (
+                "stopped".to_string(),
+                state.error.clone().filter(|e| !e.is_empty()),
+            ),
+            (true, Some(Role::OpenWebui), Some(u)) => {
+                let h = health::probe(u).await;
+                (h.as_str().to_string(), h.detail().map(str::to_string))
+            }
+            (true, _, _) => ("not-checked".to_string(), None),
+        };
+        let image_id = c.image.clone().unwrap_or_default();
+        let digest = match labels.get(LABEL_DIGEST) {
+            Some(d) => Some(d.clone()),
+            None => docker
+                .inspect_image(&image_id)
+                .await
+                .ok()
+                .and_then(|i| i.repo_digests)
+                .and_then(|d| d.first().cloned()),
+        };
+        let started_at = state.started_at.clone().filter(|s| !s.starts_with("0001-"));
+        let uptime_secs = match (&started_at, running) {
+            (Some(s), true) => uptime(s, SystemTime::now()),
+            _ => None,
+        };
+        let mut ports = Vec::new();
+        for (cport, bindings) in c
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.ports.clone())
+            .unwrap_or_default()
+        {
+            for b in bindings.unwrap_or_default() {
+                if let Some(hp) = b.host_port.as_deref().and_then(|p| p.parse().ok()) {
+                    ports.push(PortReport {
+                        host_ip: b.host_ip.clone().unwrap_or_default(),
+                        host_port: hp,
+                        container_port: cport.clone(),
+                    });
+                }
+            }
+        }
+        ports.sort_by(|a, b| (a.host_port, &a.host_ip).cmp(&(b.host_port, &b.host_ip)));
+        containers.push(ContainerReport {
+            service: role
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_else(|| "?".into()),
+            name: c
+                .name
+                .clone()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            id: short_id(&id),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            running,
+            health,
+            health_detail: detail,
+            image: config.image.clone().unwrap_or_default(),
+            image_id,
+            digest,
+            started_at,
+            uptime_secs,
+            restart_count: c.restart_count.unwrap_or(0),
+            ports,
+            network: c
+                .host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.clone())
+                .unwrap_or_default(),
+            upstream,
+        });
+    }
+    containers.sort_by(|a, b| a.service.cmp(&b.service));
+    let healthy = containers
+        .iter()
+        .any(|c| c.service == Role::OpenWebui.as_str())
+        && containers
+            .iter()
+            .all(|c| c.running && (c.health == "healthy" || c.health == "not-checked"));
+    Ok(Report {
+        project: project.key().to_string(),
+        healthy,
+        containers,
+        proxy,
+    })
+}
+
+/// Seconds since Docker's `StartedAt` (RFC 3339 with nanoseconds).
+pub fn uptime(started_at: &str, now: SystemTime) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(started_at).ok()?;
+    now.duration_since(t).ok().map(|d| d.as_secs())
+}
+
+fn print_text(r: &Report, project: &Project, printer: &Printer) {
+    if r.containers.is_empty() {
+        printer.line(format!(
+            "no containers for project {}; start them with `webui{} up`",
+            r.project,
+            project.flag()
+        ));
+    }
+    for c in &r.containers {
+        let health = match &c.health_detail {
+            Some(d) => format!("{} ({d})", c.health),
+            None => c.health.clone(),
+        };
+        printer.line(format!("{} ({}): {}, {health}", c.service, c.name, c.state));
+        printer.line(format!("  image     {}", c.image));
+        printer.line(format!(
+            "  digest    {}",
+            c.digest.clone().unwrap_or_else(|| short_id(&c.image_id))
+        ));
+        let up = match c.uptime_secs {
+            Some(s) => format!(
+                "up {}",
+                health::elapsed_text(std::time::Duration::from_secs(s))
+            ),
+            None => "not running".to_string(),
+        };
+        printer.line(format!("  uptime    {up}, {} restarts", c.restart_count));
+        let ports = if c.ports.is_empty() {
+            "none published".to_string()
+        } else {
+            c.ports
+                .iter()
+                .map(|p| format!("{}:{} -> {}", p.host_ip, p.host_port, p.container_port))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        printer.line(format!("  ports     {ports} (network {})", c.network));
+    }
+    match &r.proxy {
+        Some(p) => {
+            let mut addrs: Vec<String> = p.https.iter().map(|a| format!("https://{a}")).collect();
+            addrs.extend(p.http.iter().map(|a| format!("http://{a}")));
+            printer.line(format!(
+                "proxy: {} -> {} (pid {})",
+                addrs.join(", "),
+                p.upstream,
+                p.pid
+            ));
+        }
+        None => printer.line(format!(
+            "proxy: not running (`webui{} up` serves the site)",
+            project.flag()
+        )),
+    }
+    printer.line(if r.healthy {
+        "all healthy"
+    } else {
+        "NOT healthy"
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn uptime_from_docker_timestamps() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        assert_eq!(uptime("2023-11-14T22:13:20.123456789Z", now), Some(99));
+        assert_eq!(uptime("2023-11-14T22:13:20Z", now), Some(100));
+        assert_eq!(uptime("garbage", now), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! Container logs through the Docker API: stdout and stderr demultiplexed (bollard
+//! reads Docker's stream framing), split into whole lines.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::query_parameters::LogsOptionsBuilder;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::config::values;
+use crate::error::UserError;
+
+/// Which of the container's streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Stdout,
+    Stderr,
+}
+
+/// One line of one container's output, without its newline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub service: String,
+    pub source: Source,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub follow: bool,
+    /// A number of lines or `all`.
+    pub tail: String,
+    /// Unix seconds; 0 means from the beginning.
+    pub since: i64,
+    pub timestamps: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            follow: false,
+            tail: "all".into(),
+            since: 0,
+            timestamps: false,
+        }
+    }
+}
+
+/// `--tail`: a number or `all`.
+pub fn parse_tail(s: &str) -> anyhow::Result<String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("all") {
+        return Ok("all".into());
+    }
+    t.parse::<u64>().map(|n| n.to_string()).map_err(|_| {
+        UserError::new(format!(
+            "--tail `{s}` is not a number of lines; write e.g. --tail 100 or --tail all"
+        ))
+        .into()
+    })
+}
+
+/// `--since`: a duration back from `now` (`10m`, `2h`) or a time
+/// (`2024-05-01T12:00:00Z`, `2024-05-01 12:00:00`), as unix seconds.
+pub fn parse_since(s: &str, now: SystemTime) -> anyhow::Result<i64> {
+    let t = s.trim();
+    let when = if let Ok(d) = values::duration("--since", t) {
+        now.checked_sub(d).unwrap_or(UNIX_EPOCH)
+    } else if let Ok(at) = humantime::parse_rfc3339_weak(t) {
+        at
+    } else {
+        return Err(UserError::new(format!(
+            "--since `{s}` is neither a duration nor a time; write e.g. --since 10m or --since 2024-05-01T12:00:00Z"
+        ))
+        .into());
+    };
+    Ok(when
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64)
+}
+
+/// Cuts a byte stream into lines; keeps a partial line until its end arrives.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    partial: Vec<u8>,
+}
+
+impl Splitter {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.partial.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            out.push(text.trim_end_matches('\r').to_string());
+        }
+        out
+    }
+
+    pub fn finish(&mut self) -> Option<String> {
+        if self.partial.is_empty() {
+            None
+        } else {
+            let text = String::from_utf8_lossy(&self.partial).into_owned();
+            self.partial.clear();
+            Some(text)
+        }
+    }
+}
+
+fn options(o: &Options) -> bollard::query_parameters::LogsOptions {
+    LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(o.follow)
+        .tail(&o.tail)
+        .since(o.since.clamp(0, i32::MAX as i64) as i32)
+        .timestamps(o.timestamps)
+        .build()
+}
+
+/// Streams `container`'s lines into `tx` until the log ends (the container stopped,
+/// or without `follow`, the end of what was logged) or the receiver is gone.
+pub async fn stream_lines(
+    docker: Docker,
+    service: String,
+    container: String,
+    opts: Options,
+    tx: mpsc::Sender<Line>,
+) -> anyhow::Result<()> {
+    let mut stream = docker.logs(&container, Some(options(&opts)));
+    let mut out = Splitter::default();
+    let mut err = Splitter::default();
+    while let Some(item) = stream.next().await {
+        let (source, lines) = match item? {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (Source::Stdout, out.push(&message))
+            }
+            LogOutput::StdErr { message } => (Source::Stderr, err.push(&message)),
+            LogOutput::StdIn { .. } => continue,
+        };
+        for text in lines {
+            let line = Line {
+                service: service.clone(),
+                source,
+                text,
+            };
+            if tx.send(line).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    for (source, splitter) in [(Source::Stdout, &mut out), (Source::Stderr, &mut err)] {
+        if let Some(text) = splitter.finish() {
+            let _ = tx
+                .send(Line {
+                    service: service.clone(),
+                    source,
+                    text,
+                })
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// The last `n` lines (stdout and stderr) of `container`.
+pub async fn tail_lines(docker: &Docker, container: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let (tx, mut rx) = mpsc::channel(n.max(1) * 2 + 16);
+    let opts = Options {
+        tail: n.to_string(),
+        ..Default::default()
+    };
+    let task = tokio::spawn(stream_lines(
+        docker.clone(),
+        String::new(),
+        container.to_string(),
+        opts,
+        tx,
+    ));
+    let mut lines = Vec::new();
+    while let Some(l) = rx.recv().await {
+        lines.push(l.text);
+    }
+    task.await??;
+    let skip = lines.len().saturating_sub(n);
+    Ok(lines.split_off(skip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_across_chunks() {
+        let mut s = Splitter::default();
+        assert_eq!(s.push(b"a\nb"), vec!["a"]);
+        assert_eq!(s.push(b"c\r\n\nd"), vec!["bc", ""]);
+        assert_eq!(s.finish().as_deref(), Some("d"));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn tails() {
+        assert_eq!(parse_tail("5").unwrap(), "5");
+        assert_eq!(parse_tail("ALL").unwrap(), "all");
+        assert!(parse_tail("-1").is_err());
+    }
+
+    #[test]
+    fn since_durations_and_times() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_since("10m", now).unwrap(), 1_700_000_000 - 600);
+        assert_eq!(
+            parse_since("2023-11-14T22:13:20Z", now).unwrap(),
+            1_700_000_000
+        );
+        assert_eq!(
+            parse_since("2023-11-14 22:13:20", now).unwrap(),
+            1_700_000_000
+        );
+        let e = parse_since("yesterday", now).unwrap_err();
+        assert!(crate::error::render(&e).contains("--since 10m"));
+    }
+}

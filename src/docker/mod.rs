@@ -1,0 +1,85 @@
+//! Docker, through bollard: connect, pure container specs, pulls with progress,
+//! idempotent ensure/adopt/recreate, health waiting, logs.
+//!
+//! - `connect`: find the engine (`DOCKER_HOST` or the unix socket), negotiate the API
+//!   version, turn "not running", "permission denied" and "too old" into errors
+//!   that say what to do.
+//! - `spec`: settings -> network, volume and container create bodies. Pure; the
+//!   names, labels, environment and spec hash are decided here and unit-tested.
+//! - `gpu`: what the engine offers for `--gpu`, decided from `docker info`.
+//! - `pull`: pulls with a progress bar per layer (plain lines when not on a
+//!   terminal); errors inside the stream reported as what they are.
+//! - `ensure`: inspects what exists, refuses or adopts what webui did not make, then
+//!   creates, keeps or recreates; never deletes a volume.
+//! - `health`: the HTTP probe of Open WebUI's `/health` and the wait for it.
+//! - `logs`: container logs, stdout/stderr demultiplexed, split into lines.
+//! - `project`: what webui keeps about a project in the state dir (secret key, ...).
+//! - `host`: small probes of the host itself (free ports, a host Ollama, LAN address).
+//!
+//! Architecture Invariant: this module does not know the proxy or ACME. `webui up`
+//! wires them together through `route.rs`.
+
+pub mod connect;
+pub mod ensure;
+pub mod gpu;
+pub mod health;
+pub mod host;
+pub mod logs;
+pub mod project;
+pub mod pull;
+pub mod spec;
+
+pub use connect::connect;
+
+/// The services webui runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    OpenWebui,
+    Ollama,
+}
+
+impl Role {
+    /// The service name, also the unprefixed container and volume name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::OpenWebui => "open-webui",
+            Role::Ollama => "ollama",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "open-webui" => Some(Role::OpenWebui),
+            "ollama" => Some(Role::Ollama),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// True when the engine answered 404 (no such container, image, volume, network).
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The message of an engine error without bollard's "Docker responded with status
+/// code ..." wrapper.
+pub fn engine_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
