@@ -133,6 +133,20 @@ pub enum Command {
         webui cert status\n  \
         webui cert status --json | jq '.certificates[0].not_after'")]
     Cert(CertCmd),
+
+    /// Print a shell completion script
+    #[command(after_help = "Examples:\n  \
+        webui completions bash > /etc/bash_completion.d/webui\n  \
+        webui completions zsh > \"${fpath[1]}/_webui\"\n  \
+        webui completions fish > ~/.config/fish/completions/webui.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff), e.g. `webui manpage > /usr/share/man/man1/webui.1`
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, Args)]

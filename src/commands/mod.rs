@@ -23,5 +23,15 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Down(cmd) => down::run(&cli.global, cmd, printer).await,
         Command::Config(cmd) => config::run(&cli.global, cmd, printer).await,
         Command::Cert(cmd) => cert::run(&cli.global, cmd, printer).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "webui", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(0)
+        }
     }
 }
