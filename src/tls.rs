@@ -174,6 +174,12 @@ pub fn server_config(store: Arc<CertStore>) -> anyhow::Result<rustls::ServerConf
         .with_cert_resolver(store);
     // acme-tls/1 last: only an ACME validator offers it, and then it is the only one.
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    // Resumption: stateless tickets (keys rotated every 6 hours by rustls), so a
+    // returning browser skips the certificate signature however many clients there
+    // are; the default would be a 256-entry server-side cache only. The cache is kept
+    // (larger) for TLS 1.2 clients that resume by session id.
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().context("TLS session tickets")?;
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(cfg)
 }
 
