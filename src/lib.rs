@@ -64,7 +64,7 @@ fn init_tracing(global: &cli::GlobalArgs) {
     // RUST_LOG wins when set, for targeted debugging (e.g. RUST_LOG=webui::access=off).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{default},hyper=warn,rustls=warn,bollard=warn,h2=warn"
+            "{default},hyper=warn,rustls=error,bollard=warn,h2=warn"
         ))
     });
     let builder = tracing_subscriber::fmt()

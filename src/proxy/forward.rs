@@ -153,15 +153,6 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
 
     let (mut parts, body) = res.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    if shared.hsts
-        && !parts
-            .headers
-            .contains_key(header::STRICT_TRANSPORT_SECURITY)
-    {
-        parts
-            .headers
-            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
-    }
     let res = Response::from_parts(parts, body.map_err(BoxError::from).boxed());
     finish(&shared, res, &method, &path, start, Some(upstream_ms))
 }
@@ -225,6 +216,25 @@ fn finish(
     start: Instant,
     upstream_ms: Option<f64>,
 ) -> Response<Body> {
+    let mut res = res;
+    // Every HTTPS response carries HSTS, the proxy's own pages (502, starting) too:
+    // a browser's first visit may well land on one of those.
+    if shared.hsts
+        && !res
+            .headers()
+            .contains_key(header::STRICT_TRANSPORT_SECURITY)
+    {
+        res.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+    }
+    // MIME sniffing turns an uploaded file into a script; Open WebUI serves correct
+    // types, so refusing to sniff costs nothing.
+    if !res.headers().contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+        res.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     if !shared.access_log {
         return res;
     }

@@ -1,0 +1,282 @@
+//! Hostile and broken clients against `webui proxy`, and a TLS audit with testssl.sh:
+//! each is rejected cleanly, and the proxy keeps serving everyone else.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::standin;
+use support::webui::{self, Webui};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn proxy(state: &Path, upstream: &str, extra: &[&str]) -> Webui {
+    let mut args = vec![
+        "proxy",
+        "--upstream",
+        upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--no-http",
+    ];
+    args.extend_from_slice(extra);
+    Webui::start(state, &args, Duration::from_secs(20))
+}
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn tls_conn(p: &Webui, ca: &Path) -> Tls {
+    let cfg = webui::client_tls(&[ca], &[b"http/1.1"]);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Sends raw bytes and reads until the server closes or 5 s pass.
+async fn raw(p: &Webui, ca: &Path, bytes: &[u8]) -> String {
+    let mut s = tls_conn(p, ca).await;
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(response: &str) -> Option<u16> {
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn still_serves(p: &Webui, ca: &Path) {
+    let c = webui::https_client(ca, false);
+    let res = c.get(p.https_url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "the proxy keeps serving");
+}
+
+#[tokio::test]
+async fn hostile_requests_are_rejected_cleanly() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &[]);
+    let ca = webui::local_ca(state.path());
+
+    // Oversized head and too many headers: 431, not a crash.
+    let big = format!(
+        "GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let r = raw(&p, &ca, big.as_bytes()).await;
+    assert!(
+        matches!(status_of(&r), Some(431) | Some(400)) || r.is_empty(),
+        "{r}"
+    );
+    let mut many = String::from("GET /echo HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..300 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let r = raw(&p, &ca, many.as_bytes()).await;
+    assert!(
+        matches!(status_of(&r), Some(431) | Some(400)) || r.is_empty(),
+        "{r}"
+    );
+    still_serves(&p, &ca).await;
+
+    // Invalid chunked encoding.
+    let r = raw(
+        &p,
+        &ca,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot hex\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !r.contains("200 OK"),
+        "a broken chunked body is not accepted: {r}"
+    );
+    still_serves(&p, &ca).await;
+
+    // Request smuggling: Content-Length and Transfer-Encoding together. Whatever the
+    // proxy does, the upstream must never see both framings, and no request hidden in
+    // the body may reach it as a request of its own.
+    let before = up.requests();
+    let r = raw(
+        &p,
+        &ca,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 45\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\nGET /status/299 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    if status_of(&r) == Some(200) {
+        let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+        let json = body.find('{').map(|i| &body[i..]).unwrap_or(body);
+        let end = json.rfind('}').map(|i| &json[..=i]).unwrap_or(json);
+        let v: Value = serde_json::from_str(end).unwrap_or(Value::Null);
+        let h = &v["headers"];
+        assert!(
+            !(h.get("content-length").is_some() && h.get("transfer-encoding").is_some()),
+            "upstream saw both framings: {h}"
+        );
+    }
+    assert!(
+        !r.contains("299"),
+        "the smuggled request was not executed: {r}"
+    );
+    assert!(
+        up.requests() - before <= 1,
+        "at most the one outer request reached the upstream"
+    );
+    still_serves(&p, &ca).await;
+}
+
+#[tokio::test]
+async fn slowloris_connections_do_not_starve_real_clients() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(
+        state.path(),
+        &up.url(""),
+        &["--header-timeout", "2s", "--handshake-timeout", "2s"],
+    );
+    let ca = webui::local_ca(state.path());
+    let addr = p.https[0];
+
+    // 500 connections that never start TLS, 300 that send half a request line.
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let mut s = tls_conn(&p, &ca).await;
+        s.write_all(b"GET /health HT").await.unwrap();
+        slow.push(s);
+    }
+
+    // A real client is still answered promptly, over and over.
+    let c = webui::https_client(&ca, false);
+    for _ in 0..20 {
+        let t = Instant::now();
+        let res = c.get(p.https_url("/health")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "answered within 2 s under slowloris"
+        );
+    }
+
+    // And the slow ones are cut off after the timeouts.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut closed = 0;
+    for mut s in idle {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) | Ok(Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 490,
+        "idle pre-TLS connections are closed by the handshake timeout ({closed}/500)"
+    );
+    let mut closed = 0;
+    for mut s in slow {
+        let mut b = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            // hyper may answer 408 before closing.
+            Ok(Ok(n)) if String::from_utf8_lossy(&b[..n]).contains("408") => closed += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        closed >= 290,
+        "half-sent requests are cut off by the header timeout ({closed}/300)"
+    );
+}
+
+#[tokio::test]
+async fn testssl_finds_only_modern_tls_forward_secrecy_and_hsts() {
+    if std::process::Command::new("testssl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "testssl is required in CI (Debian testssl.sh)"
+        );
+        eprintln!("skipping: testssl not installed (apt-get install testssl.sh)");
+        return;
+    }
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &[]);
+    let json = state.path().join("testssl.json");
+    let target = p.https[0].to_string();
+    let out = tokio::task::spawn_blocking({
+        let json = json.clone();
+        move || {
+            std::process::Command::new("testssl")
+                .args([
+                    "--warnings",
+                    "off",
+                    "--quiet",
+                    "--color",
+                    "0",
+                    "--ip",
+                    "one",
+                ])
+                .args(["-p", "-s", "-f", "-h", "-U", "--jsonfile"])
+                .arg(&json)
+                .arg(&target)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let findings: Vec<Value> = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+        .unwrap_or_else(|e| {
+            panic!(
+                "testssl wrote no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+    let get = |id: &str| {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .map(|f| f["finding"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert!(get(old).contains("not offered"), "{old}: {}", get(old));
+    }
+    assert!(
+        get("TLS1_2").starts_with("offered"),
+        "TLS 1.2: {}",
+        get("TLS1_2")
+    );
+    assert!(
+        get("TLS1_3").starts_with("offered"),
+        "TLS 1.3: {}",
+        get("TLS1_3")
+    );
+    assert!(
+        get("HSTS_time").contains("365 days"),
+        "HSTS: {}",
+        get("HSTS_time")
+    );
+    let bad: Vec<String> = findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f["severity"].as_str(),
+                Some("HIGH") | Some("CRITICAL") | Some("MEDIUM")
+            )
+        })
+        .map(|f| format!("{} {}: {}", f["id"], f["severity"], f["finding"]))
+        .collect();
+    assert!(bad.is_empty(), "testssl findings: {bad:#?}");
+}
