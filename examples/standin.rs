@@ -2,11 +2,44 @@
 //! into minimal images as a stand-in `open-webui` or `ollama`. Test support
 //! only, not product code; see `tests/support/standin.rs` for the endpoints
 //! and the environment variables it reads.
+//!
+//! Invoked as `curl` (the images link /usr/bin/curl to it) it is a minimal
+//! `curl -fsS [--max-time N] URL`, because the real Open WebUI image ships curl
+//! and `webui doctor` uses it from inside the container.
 
 #[path = "../tests/support/standin.rs"]
 mod standin;
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let called_as_curl = args
+        .first()
+        .is_some_and(|a| a.rsplit('/').next() == Some("curl"));
+    if called_as_curl {
+        std::process::exit(curl(&args[1..]).await);
+    }
     std::process::exit(standin::main_from_env().await);
+}
+
+async fn curl(args: &[String]) -> i32 {
+    let Some(url) = args.iter().rev().find(|a| a.starts_with("http://")) else {
+        eprintln!("curl (stand-in): only http:// URLs");
+        return 2;
+    };
+    match standin::fetch_url(url).await {
+        Ok((status, body)) if (200..300).contains(&status) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&body);
+            0
+        }
+        Ok((status, _)) => {
+            eprintln!("curl: (22) The requested URL returned error: {status}");
+            22
+        }
+        Err(e) => {
+            eprintln!("curl: (7) {e}");
+            7
+        }
+    }
 }

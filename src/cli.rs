@@ -134,6 +134,53 @@ pub enum Command {
         webui cert status --json | jq '.certificates[0].not_after'")]
     Cert(CertCmd),
 
+    /// Run webui as a systemd service: install (enable), uninstall, status
+    #[command(after_help = "Examples:\n  \
+        webui service install\n  \
+        webui --project staging service status\n  \
+        # start (or restart) it and wait until Open WebUI is healthy\n  \
+        webui up -d --domain chat.example.com\n\n\
+        The unit runs `webui up` with this state dir, config file and project. Needs a\n\
+        running systemd; --unit-dir only writes the unit file (images, packaging).")]
+    Service(ServiceCmd),
+
+    /// Update Open WebUI: pull, back up, recreate with the same data and secret, wait
+    /// for health; roll back automatically when the new version does not come up
+    #[command(after_help = "Examples:\n  \
+        webui update --check\n  \
+        webui update\n  \
+        webui update --version v0.6.6 --health-timeout 1h\n\n\
+        Without --version/--image the image the container was made from is pulled anew\n\
+        (a newer build of its tag). `webui up` never switches images by itself: a moved\n\
+        tag is ignored until `webui update`. --check exits 0 both when up to date and\n\
+        when an update is available (read the output, or `update_available` in --json).\n\
+        A failed update exits 1 after rolling back; the failed start's logs are saved.")]
+    Update(UpdateCmd),
+
+    /// Back up Open WebUI's data volume, the secret key, the config and certificates
+    #[command(after_help = "Examples:\n  \
+        webui backup\n  \
+        webui backup --output /srv/backups/\n\n\
+        Default file: <state-dir>/backups/webui-backup-<project>-<UTC time>.tar.gz (0600).\n\
+        The SQLite database is copied consistently: with SQLite's online backup inside the\n\
+        container when it has python3, else by pausing the container for the copy.")]
+    Backup(BackupCmd),
+
+    /// Put a backup back: data volume, secret key, config, certificates
+    #[command(after_help = "Examples:\n  \
+        webui restore webui-backup-default-20240501T120000Z.tar.gz\n  \
+        webui restore webui-backup-default-20240501T120000Z.tar.gz --yes\n\n\
+        Every file is checked against the manifest first; a damaged archive changes\n\
+        nothing. Without --yes, prints what would be replaced and exits 1. Needs the\n\
+        project's open-webui container (`webui up` creates it).")]
+    Restore(RestoreCmd),
+
+    /// Check the deployment end to end and say what to fix (DNS, ports, certificate, websocket, Ollama, disk)
+    #[command(after_help = "Examples:\n  \
+        webui doctor\n  \
+        webui doctor --domain chat.example.com --json")]
+    Doctor(DoctorCmd),
+
     /// Print a shell completion script
     #[command(after_help = "Examples:\n  \
         webui completions bash > /etc/bash_completion.d/webui\n  \
@@ -367,6 +414,63 @@ pub struct UpCmd {
     /// (e.g. from the Open WebUI docs' `docker run`), keeping its data
     #[arg(long)]
     pub adopt: bool,
+
+    /// Stop restarting a container after this many exits within this time, e.g. 5/10m
+    /// (its last log lines are kept for `webui status`) [default: 5/10m]
+    #[arg(long, env = "WEBUI_CRASH_LOOP", value_name = "EXITS/DURATION")]
+    pub crash_loop: Option<String>,
+
+    /// Run as the systemd service instead of in the foreground: install or restart it,
+    /// wait until Open WebUI is healthy, print the URL and return
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct UpdateCmd {
+    /// Update to this Open WebUI release, e.g. v0.6.6 (a tag of the running image's
+    /// repository)
+    #[arg(long, value_name = "VERSION", conflicts_with = "image")]
+    pub version: Option<String>,
+
+    /// Update to this image reference
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// Only report whether an update exists (exit 0 either way)
+    #[arg(long)]
+    pub check: bool,
+
+    /// Machine-readable result on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    /// How long the new version may take to become healthy (migrations can be slow)
+    /// before it is rolled back [default: 30m]
+    #[arg(long, env = "WEBUI_HEALTH_TIMEOUT", value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct BackupCmd {
+    /// The archive to write, or a directory for the default name
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct RestoreCmd {
+    /// A backup made by `webui backup` or `webui update`
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Replace the current data without asking
+    #[arg(long)]
+    pub yes: bool,
+
+    /// How long Open WebUI may take to become healthy afterwards [default: 30m]
+    #[arg(long, env = "WEBUI_HEALTH_TIMEOUT", value_name = "DURATION")]
+    pub health_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -545,4 +649,53 @@ pub enum CertAction {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running `webui up`/`webui proxy` to order the certificate now and wait
+    /// for the result
+    #[command(after_help = "Examples:\n  \
+        webui cert renew\n  \
+        webui cert renew --force --timeout 5m\n\n\
+        Talks to the running webui over its control socket; without one it says so and\n\
+        exits 1. Without --force, a certificate that is not yet due is left alone.")]
+    Renew {
+        /// Order even when the certificate is not due for renewal
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the new certificate [default: 3m]
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceCmd {
+    #[command(subcommand)]
+    pub action: ServiceAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Write the systemd unit and enable it (does not start it; `webui up -d` does)
+    Install {
+        /// Only write the unit file into this directory; do not call systemctl
+        #[arg(long, value_name = "DIR")]
+        unit_dir: Option<PathBuf>,
+    },
+    /// Stop and disable the service and remove its unit; the containers keep running
+    Uninstall {
+        /// Only remove the unit file from this directory; do not call systemctl
+        #[arg(long, value_name = "DIR")]
+        unit_dir: Option<PathBuf>,
+    },
+    /// Whether the service is enabled and running
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorCmd {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }

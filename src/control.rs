@@ -21,6 +21,7 @@ use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::UserError;
 use crate::state;
@@ -33,6 +34,10 @@ pub fn run_dir(state_dir: &Path) -> PathBuf {
 pub fn lock_path(state_dir: &Path, project: &str) -> PathBuf {
     run_dir(state_dir).join(format!("{project}.lock"))
 }
+
+/// The lock and socket name `webui proxy` uses: it has no Docker project, and no
+/// `--project` can be named so (names start with a letter or digit).
+pub const PROXY_PROJECT: &str = "_proxy";
 
 pub fn socket_path(state_dir: &Path, project: &str) -> PathBuf {
     run_dir(state_dir).join(format!("{project}.sock"))
@@ -90,14 +95,19 @@ pub type Handler = Arc<dyn Fn(&str) -> serde_json::Value + Send + Sync>;
 
 /// Serves the control socket until `shutdown`. A stale socket file left by a killed
 /// process is replaced (the instance lock proves nobody else serves it).
-pub fn serve(path: &Path, handler: Handler, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub fn serve(
+    path: &Path,
+    handler: Handler,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot create control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
     let path = path.to_path_buf();
-    tokio::spawn(async move {
+    tracker.spawn(async move {
         loop {
             let conn = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -169,6 +179,7 @@ mod tests {
             &path,
             Arc::new(|line| serde_json::json!({ "echo": line })),
             token.clone(),
+            &TaskTracker::new(),
         )
         .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

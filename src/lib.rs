@@ -13,6 +13,8 @@
 //!   where to forward and what to answer to ACME challenges.
 //! - [`state`]: the state directory and how secrets are written.
 //! - [`output`], [`error`], [`signal`]: printing, errors and exit codes, shutdown.
+//! - [`supervisor`]: tasks and shutdown of `webui up`, container restarts, health and
+//!   routing; [`control`]: its instance lock and control socket.
 //!
 //! See `docs/ARCHITECTURE.md` for the code map and its invariants.
 
@@ -30,6 +32,7 @@ pub mod proxy;
 pub mod route;
 pub mod signal;
 pub mod state;
+pub mod supervisor;
 pub mod tls;
 
 use tracing_subscriber::EnvFilter;

@@ -1,14 +1,19 @@
 //! One module per subcommand: each resolves its settings, does its work, and prints
 //! through the [`Printer`](crate::output::Printer).
 
+pub mod backup;
 pub mod cert;
 pub mod config;
+pub mod doctor;
 pub mod down;
 pub mod logs;
 pub mod proxy;
+pub mod restore;
+pub mod service;
 pub mod site;
 pub mod status;
 pub mod up;
+pub mod update;
 
 use crate::cli::{Cli, Command};
 use crate::output::Printer;
@@ -23,6 +28,11 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Down(cmd) => down::run(&cli.global, cmd, printer).await,
         Command::Config(cmd) => config::run(&cli.global, cmd, printer).await,
         Command::Cert(cmd) => cert::run(&cli.global, cmd, printer).await,
+        Command::Service(cmd) => service::run(&cli.global, cmd, printer).await,
+        Command::Update(cmd) => update::run(&cli.global, cmd, printer).await,
+        Command::Backup(cmd) => backup::run(&cli.global, cmd, printer).await,
+        Command::Restore(cmd) => restore::run(&cli.global, cmd, printer).await,
+        Command::Doctor(cmd) => doctor::run(&cli.global, cmd, printer).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "webui", &mut std::io::stdout());

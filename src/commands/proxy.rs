@@ -1,13 +1,20 @@
 //! `webui proxy`: the proxy alone, in front of an Open WebUI that runs elsewhere.
+//!
+//! It runs under the same [`Supervisor`] as `webui up` (tasks, bounded drain) and,
+//! when it is the first `webui proxy` on this state dir, serves the control socket
+//! `run/_proxy.sock` so that `webui cert renew` reaches it. It takes no Docker
+//! project, so `webui status` does not show it.
 
-use tokio_util::sync::CancellationToken;
+use std::sync::{Arc, Mutex};
 
 use super::site;
 use crate::cli::{GlobalArgs, ProxyCmd};
 use crate::config::{Paths, resolve};
+use crate::control::{self, InstanceLock};
 use crate::output::Printer;
 use crate::proxy::{Bound, Proxy};
 use crate::route::{self, Route};
+use crate::supervisor::{self, Live, SharedLive, Supervisor};
 
 pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyhow::Result<u8> {
     let paths = Paths::resolve(global);
@@ -28,21 +35,57 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         printer.line(format!("listening on http://{addr} (redirects to https)"));
     }
 
-    let (_tx, routes) = route::table(Route::Forward(upstream));
-    let shutdown = CancellationToken::new();
-    crate::signal::cancel_on_signal(shutdown.clone())?;
+    let (_tx, routes) = route::table(Route::Forward(upstream.clone()));
+    let sup = Supervisor::new();
+    crate::signal::cancel_on_signal(sup.token())?;
+    let drain = settings.drain_timeout + std::time::Duration::from_secs(5);
+    let live: SharedLive = Arc::new(Mutex::new(Live {
+        pid: std::process::id(),
+        project: control::PROXY_PROJECT.to_string(),
+        started_at: supervisor::now_text(),
+        state: "healthy".into(),
+        upstream: upstream.to_string().trim_end_matches('/').to_string(),
+        https: bound.https_addrs().iter().map(|a| a.to_string()).collect(),
+        http: bound.http_addrs().iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    }));
     let proxy = Proxy {
         settings,
         certs: site.certs.clone(),
         routes,
         challenges: site.challenges.clone(),
+        supervised: false,
     };
-    let serving = tokio::spawn(proxy.run(bound, shutdown.clone()));
-    if let Err(e) = site.start(http_port, shutdown.clone()).await {
-        shutdown.cancel();
-        let _ = serving.await;
-        return Err(e);
-    }
-    serving.await??;
+    sup.spawn("the proxy", true, |token| proxy.run(bound, token));
+    let renew = match site
+        .start(http_port, sup.token().child_token(), sup.tracker())
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            sup.fail(e);
+            sup.wait(drain).await?;
+            return Ok(0);
+        }
+    };
+    // The control socket (for `webui cert renew`), when no other `webui proxy` on this
+    // state dir has it; a second proxy (another port, another upstream) is allowed.
+    let _lock = match InstanceLock::acquire(&paths.state_dir, control::PROXY_PROJECT) {
+        Ok(lock) => {
+            let socket = control::socket_path(&paths.state_dir, control::PROXY_PROJECT);
+            let handler = super::up::control_handler(live, renew, paths.state_dir.clone());
+            if let Err(e) =
+                control::serve(&socket, handler, sup.token().child_token(), sup.tracker())
+            {
+                tracing::warn!("no control socket: {e:#}");
+            }
+            Some(lock)
+        }
+        Err(e) => {
+            tracing::debug!("no control socket for this proxy: {e:#}");
+            None
+        }
+    };
+    sup.wait(drain).await?;
     Ok(0)
 }

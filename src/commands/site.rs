@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::acme::{self, Acme};
 use crate::challenge::Challenges;
@@ -121,17 +123,20 @@ pub fn prepare(
 
 impl Site {
     /// Once the listeners serve: runs the ACME preflight when an order is due (its
-    /// failure is returned, nothing ordered), then spawns what keeps the certificate
-    /// fresh until `shutdown`.
+    /// failure is returned, nothing ordered), then spawns on `tracker` what keeps the
+    /// certificate fresh until `shutdown`. With ACME, returns the handle that wakes the
+    /// renewal loop for an immediate order (`webui cert renew`).
     pub async fn start(
         self,
         http_port: Option<u16>,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+        tracker: &TaskTracker,
+    ) -> anyhow::Result<Option<Arc<Notify>>> {
         match self.keeper {
-            Keeper::None => {}
+            Keeper::None => Ok(None),
             Keeper::Files { cert, key } => {
-                tokio::spawn(reload_files(cert, key, self.certs, shutdown));
+                tracker.spawn(reload_files(cert, key, self.certs, shutdown));
+                Ok(None)
             }
             Keeper::Acme {
                 settings,
@@ -149,10 +154,11 @@ impl Site {
                     acme::preflight::check(&settings.domains, port, &self.challenges).await?;
                 }
                 let acme = Acme::new(settings, &state, self.certs, self.challenges);
-                tokio::spawn(acme.run(issued, shutdown));
+                let renew_now = acme.renew_now.clone();
+                tracker.spawn(acme.run(issued, shutdown));
+                Ok(Some(renew_now))
             }
         }
-        Ok(())
     }
 }
 

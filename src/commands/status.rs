@@ -36,9 +36,29 @@
 //!     "https": ["0.0.0.0:443"],
 //!     "http": ["0.0.0.0:80"],
 //!     "upstream": "http://127.0.0.1:3000"
+//!   },
+//!   "supervisor": {                   // the running `webui up`'s live state, read from
+//!                                     // its control socket; null when none answers
+//!     "pid": 1234, "project": "default", "started_at": "...",
+//!     "state": "healthy",             // starting | healthy | unhealthy | stopped | updating
+//!     "phase": null, "detail": null,  // the public page's phase and text when not healthy
+//!     "upstream": "http://127.0.0.1:3000", "https": [...], "http": [...],
+//!     "health": {"status": "healthy", "detail": null, "checked_at": "...",
+//!                "failures_in_a_row": 0},
+//!     "services": [{"service": "open-webui", "container": "open-webui",
+//!                   "id": "0123456789ab", "running": true, "exits": 0,
+//!                   "recent_exits": 0, "restarts": 0, "stopped_deliberately": false,
+//!                   "crash_loop": null}],   // or {"reason", "at", "last_lines": [...]}
+//!     "docker": {"connected": true, "reconnects": 0},
+//!     "crash_loop_limit": "5/10m",
+//!     "last_errors": [{"at": "...", "message": "..."}],
+//!     "ever_healthy": true,
+//!     "certificates": [...]           // as in `webui cert status --json`
 //!   }
 //! }
 //! ```
+//! Without Docker but with a running supervisor, `containers` is empty and `healthy`
+//! is the supervisor's view.
 //! Secrets (`WEBUI_SECRET_KEY`, `OPENAI_API_KEY`) never appear.
 
 use std::io::Write;
@@ -50,6 +70,7 @@ use serde::Serialize;
 use crate::cli::{GlobalArgs, StatusCmd};
 use crate::config::Paths;
 use crate::config::up::Project;
+use crate::control;
 use crate::docker::health;
 use crate::docker::project::{ProjectState, RunInfo};
 use crate::docker::spec::{LABEL_DIGEST, LABEL_ROLE, LABEL_UPSTREAM, short_id};
@@ -65,6 +86,7 @@ pub struct Report {
     pub healthy: bool,
     pub containers: Vec<ContainerReport>,
     pub proxy: Option<RunInfo>,
+    pub supervisor: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,9 +119,34 @@ pub struct PortReport {
 pub async fn run(global: &GlobalArgs, cmd: &StatusCmd, printer: Printer) -> anyhow::Result<u8> {
     let paths = Paths::resolve(global);
     let project = Project::resolve(global.project.as_deref())?;
-    let docker = docker::connect().await?;
     let state = ProjectState::new(&paths.state_dir, &project);
-    let report = collect(&docker, &project, state.run_info()).await?;
+    // The running supervisor's live view first; Docker's for the containers.
+    let live = control::request(
+        &control::socket_path(&paths.state_dir, project.key()),
+        "status",
+    )
+    .await;
+    let report = match (docker::connect().await, live) {
+        (Ok(docker), live) => {
+            let mut r = collect(&docker, &project, state.run_info()).await?;
+            if let Some(v) = &live {
+                r.healthy &= v["state"] == "healthy";
+            }
+            r.supervisor = live;
+            r
+        }
+        (Err(e), Some(live)) => {
+            printer.warn(format!("{e:#}"));
+            Report {
+                project: project.key().to_string(),
+                healthy: live["state"] == "healthy",
+                containers: Vec::new(),
+                proxy: state.run_info(),
+                supervisor: Some(live),
+            }
+        }
+        (Err(e), None) => return Err(e),
+    };
     if cmd.json {
         let text = serde_json::to_string_pretty(&report)?;
         let mut out = std::io::stdout().lock();
@@ -110,6 +157,7 @@ pub async fn run(global: &GlobalArgs, cmd: &StatusCmd, printer: Printer) -> anyh
         }
     } else {
         print_text(&report, &project, &printer);
+        print_versions_and_history(&report, &state, &printer).await;
     }
     Ok(if report.healthy { 0 } else { EXIT_NOT_HEALTHY })
 }
@@ -220,6 +268,7 @@ pub async fn collect(
         healthy,
         containers,
         proxy,
+        supervisor: None,
     })
 }
 
@@ -283,11 +332,124 @@ fn print_text(r: &Report, project: &Project, printer: &Printer) {
             project.flag()
         )),
     }
+    if let Some(v) = &r.supervisor {
+        print_live(v, printer);
+    }
     printer.line(if r.healthy {
         "all healthy"
     } else {
         "NOT healthy"
     });
+}
+
+/// `webui update` / `webui backup` (issue #6): the running Open WebUI version (its
+/// `/api/version`), the pin, the last update and the last backup (`history.json`).
+async fn print_versions_and_history(r: &Report, state: &ProjectState, printer: &Printer) {
+    use crate::docker::pin::History;
+    if let Some(u) = r
+        .containers
+        .iter()
+        .find(|c| c.service == Role::OpenWebui.as_str() && c.running)
+        .and_then(|c| c.upstream.as_deref())
+    {
+        let url = format!("{}/api/version", u.trim_end_matches('/'));
+        let version = health::http_get(&url, std::time::Duration::from_secs(3))
+            .await
+            .ok()
+            .and_then(|(_, body)| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .and_then(|v| v.get("version")?.as_str().map(str::to_string));
+        if let Some(v) = version {
+            printer.line(format!("open-webui version {v}"));
+        }
+    }
+    let h = History::load(state);
+    if let Some(p) = &h.pin {
+        printer.line(format!(
+            "pinned: {} ({}) since {}; `webui up` keeps it instead of {} (`webui update` moves)",
+            p.image,
+            p.digest.as_deref().unwrap_or(&p.image_id),
+            p.at,
+            p.configured
+        ));
+    }
+    match &h.last_update {
+        Some(u) => printer.line(format!(
+            "last update: {} {} -> {}: {}{}",
+            u.at,
+            u.from,
+            u.to,
+            u.outcome,
+            u.detail
+                .as_deref()
+                .map(|d| format!(" ({})", d.lines().next().unwrap_or("")))
+                .unwrap_or_default()
+        )),
+        None => printer.line("last update: never (by webui)"),
+    }
+    match &h.last_backup {
+        Some(b) => printer.line(format!(
+            "last backup: {} {} ({} bytes)",
+            b.at, b.file, b.bytes
+        )),
+        None => printer.line("last backup: never (`webui backup` makes one)"),
+    }
+}
+
+/// The running supervisor's state, from its control socket.
+fn print_live(v: &serde_json::Value, printer: &Printer) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let mut head = format!(
+        "supervisor: pid {}, Open WebUI {}",
+        v["pid"],
+        s(&v["state"])
+    );
+    if let Some(d) = v["detail"].as_str() {
+        head.push_str(&format!(" ({d})"));
+    }
+    if v["docker"]["connected"] == false {
+        head.push_str(", Docker engine not reachable");
+    }
+    printer.line(head);
+    for svc in v["services"].as_array().into_iter().flatten() {
+        printer.line(format!(
+            "  {}: {} exits ({} within the crash-loop limit {}), {} restarts by webui",
+            s(&svc["service"]),
+            svc["exits"],
+            svc["recent_exits"],
+            s(&v["crash_loop_limit"]),
+            svc["restarts"]
+        ));
+        if let Some(c) = svc["crash_loop"].as_object() {
+            printer.line(format!(
+                "  CRASH LOOP: {} (at {})",
+                c.get("reason").map(s).unwrap_or_default(),
+                c.get("at").map(s).unwrap_or_default()
+            ));
+            for l in c
+                .get("last_lines")
+                .and_then(|l| l.as_array())
+                .into_iter()
+                .flatten()
+            {
+                printer.line(format!("    | {}", s(l)));
+            }
+        }
+    }
+    for c in v["certificates"].as_array().into_iter().flatten() {
+        printer.line(format!(
+            "  certificate {}: valid until {}, renews {}{}",
+            s(&c["name"]),
+            c["not_after"].as_str().unwrap_or("?"),
+            c["next_renewal"].as_str().unwrap_or("?"),
+            c["last_error"]
+                .as_str()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    for e in v["last_errors"].as_array().into_iter().flatten() {
+        printer.line(format!("  {}  {}", s(&e["at"]), s(&e["message"])));
+    }
 }
 
 #[cfg(test)]

@@ -1,72 +1,100 @@
-//! `webui up`: Open WebUI (and optionally Ollama) in Docker, behind the HTTPS proxy.
+//! `webui up`: Open WebUI (and optionally Ollama) in Docker, behind the HTTPS proxy,
+//! supervised.
 //!
 //! 1. Resolve and validate every setting (pure), read the files flags name.
-//! 2. Bind the proxy's listeners: a busy port fails here, before Docker is touched.
-//! 3. Start serving at once with the "starting" page (`Route::Hold`), and print the
-//!    `listening on ...` lines.
-//! 4. Docker: connect, check GPUs, look at what exists (refusing what webui did not
+//! 2. Take the instance lock (`control::InstanceLock`): a second `webui up` on the same
+//!    state dir and project exits 1 naming the running pid, before any port is bound.
+//! 3. Bind the proxy's listeners: a busy port fails here, before Docker is touched.
+//! 4. Start serving at once with the "starting" page (`Route::Hold`), print the
+//!    `listening on ...` lines, start certificate renewal and the control socket, all
+//!    as tasks of one [`Supervisor`].
+//! 5. Docker: connect, check GPUs, look at what exists (refusing what webui did not
 //!    make unless `--adopt`), check the loopback port, find Ollama, pull, then create,
 //!    keep or recreate network, volumes and containers, printing what happened.
-//! 5. Wait for `/health`, then switch the route to `Route::Forward`.
-//! 6. Serve until SIGINT/SIGTERM; the containers keep running (`webui down` stops
-//!    them). While serving, Open WebUI's health is polled; when it stops answering the
-//!    starting page is shown instead of proxy errors.
+//! 6. The supervisor's [`Monitor`] takes over the route: it polls `/health`, follows the
+//!    containers' Docker events, restarts what dies and stops a crash loop. `up` waits
+//!    for the first healthy answer (`--health-timeout`, an error when it never comes).
+//!    Adopting running, healthy containers needs no wait: the first probe forwards.
+//! 7. Serve until SIGINT/SIGTERM (or a fatal error); drain; the containers keep
+//!    running (`webui down` stops them).
 //!
 //! The PersistentConfig choice (`ENABLE_PERSISTENT_CONFIG` left at Open WebUI's
 //! default, changes detected and explained) is described in `docker::spec`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Notify;
 
 use super::site;
 use crate::cli::{GlobalArgs, NetworkMode, UpCmd};
 use crate::config::up::{self as upcfg, OllamaMode, Project, UpSettings};
 use crate::config::{Paths, ProxySettings, resolve};
+use crate::control::{self, InstanceLock};
 use crate::docker::ensure::{self, Plan};
 use crate::docker::health::{self, Health};
 use crate::docker::host::{self, ListenScope};
 use crate::docker::project::{ProjectState, RunInfo, SecretOrigin};
 use crate::docker::spec::{self, OpenWebuiInputs};
-use crate::docker::{self, Role, gpu, pull};
+use crate::docker::{self, Role, gpu, logs, pull};
 use crate::error::UserError;
 use crate::output::Printer;
 use crate::proxy::{Bound, Proxy};
 use crate::route::{self, Hold, Phase, Route, RouteTx};
-
-/// How often Open WebUI's health is checked while serving, and after how many
-/// failures in a row the starting page replaces it.
-const WATCH_INTERVAL: Duration = Duration::from_secs(5);
-const WATCH_FAILURES: u32 = 3;
+use crate::supervisor::{self, CrashLoop, Live, Monitor, SharedLive, Supervisor};
 
 pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::Result<u8> {
+    if cmd.detach {
+        return super::service::detach(global, cmd, printer).await;
+    }
     // 1. Everything validated before any side effect.
     let paths = Paths::resolve(global);
     let file = paths.load_file()?;
     let project = Project::resolve(global.project.as_deref())?;
     let proxy_settings = resolve::proxy(&cmd.proxy, &file)?;
     let up = upcfg::up(cmd, &file)?;
+    let crash_loop = match &cmd.crash_loop {
+        Some(s) => CrashLoop::parse(s)?,
+        None => CrashLoop::default(),
+    };
     let extra_env = load_env(&up)?;
     let openai_key = load_openai_key(&up, &printer)?;
     let validated = site::validate(&proxy_settings)?;
 
-    // 2. Bind.
+    // 2. One supervisor per project and state dir. Taken before binding so that a
+    //    second `webui up` names the running one instead of reporting a busy port.
+    let _lock = InstanceLock::acquire(&paths.state_dir, project.key())?;
+
+    // 3. Bind.
     let bound = Bound::bind(&proxy_settings)?;
     let https_addrs = bound.https_addrs();
     let http_addrs = bound.http_addrs();
 
-    // 3. Serve the starting page right away.
+    // 4. Serve the starting page right away.
     let site = site::prepare(&paths, &proxy_settings, validated, &printer)?;
     let upstream = up.upstream();
     let upstream_base = upstream.to_string().trim_end_matches('/').to_string();
     let (route_tx, routes) = route::table(Route::Hold(Hold {
         phase: Phase::Starting,
-        detail: "preparing".into(),
+        detail: "Preparing.".into(),
     }));
-    let shutdown = CancellationToken::new();
-    crate::signal::cancel_on_signal(shutdown.clone())?;
+    let sup = Supervisor::new();
+    crate::signal::cancel_on_signal(sup.token())?;
+    let drain = proxy_settings.drain_timeout + DRAIN_MARGIN;
+    let live: SharedLive = Arc::new(Mutex::new(Live {
+        pid: std::process::id(),
+        project: project.key().to_string(),
+        started_at: supervisor::now_text(),
+        state: "starting".into(),
+        upstream: upstream_base.clone(),
+        https: https_addrs.iter().map(|a| a.to_string()).collect(),
+        http: http_addrs.iter().map(|a| a.to_string()).collect(),
+        crash_loop_limit: crash_loop.to_string(),
+        ..Default::default()
+    }));
     for addr in &https_addrs {
         printer.line(format!("listening on https://{addr} -> {upstream}"));
     }
@@ -79,13 +107,27 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         certs: site.certs.clone(),
         routes,
         challenges: site.challenges.clone(),
+        supervised: true,
     };
-    let mut proxy_task = tokio::spawn(proxy.run(bound, shutdown.child_token()));
+    sup.spawn("the proxy", true, |token| proxy.run(bound, token));
     // Certificate checks (ACME preflight) fail here, before Docker is touched.
-    if let Err(e) = site.start(http_port, shutdown.clone()).await {
-        shutdown.cancel();
-        let _ = proxy_task.await;
-        return Err(e);
+    let renew = match site
+        .start(http_port, sup.token().child_token(), sup.tracker())
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return abort(&sup, e, drain).await,
+    };
+    let socket = control::socket_path(&paths.state_dir, project.key());
+    if let Err(e) = control::serve(
+        &socket,
+        control_handler(live.clone(), renew, paths.state_dir.clone()),
+        sup.token().child_token(),
+        sup.tracker(),
+    ) {
+        printer.warn(format!(
+            "no control socket, so `webui status` shows Docker's view only: {e:#}"
+        ));
     }
     let state = ProjectState::new(&paths.state_dir, &project);
     let run_info = RunInfo {
@@ -98,7 +140,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         tracing::debug!("cannot record the running proxy for `webui status`: {e:#}");
     }
 
-    // 4-5. Docker, then health.
+    // 5. Docker.
     let ctx = Ctx {
         project: &project,
         up: &up,
@@ -107,52 +149,248 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         state: &state,
         printer: &printer,
         routes: &route_tx,
+        live: &live,
         extra_env,
         openai_key,
     };
+    let root = sup.token();
     let outcome = tokio::select! {
         r = bring_up(&ctx) => Some(r),
-        _ = shutdown.cancelled() => None,
-        r = &mut proxy_task => {
-            state.clear_run();
-            return match r {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the proxy stopped unexpectedly")),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("the proxy task failed: {e}")),
-            };
-        }
+        _ = root.cancelled() => None,
     };
     match outcome {
-        Some(Ok(public_url)) => {
-            route_tx.send_replace(Route::Forward(upstream.clone()));
-            printer.line(format!("Open WebUI is ready at {public_url}"));
+        Some(Ok(ready)) => {
+            // 6. From here the monitor owns the route: health, events, restarts.
+            let mut roles = vec![Role::OpenWebui];
+            if matches!(up.ollama, OllamaMode::Bundled { .. }) {
+                roles.insert(0, Role::Ollama);
+            }
+            let monitor = Monitor {
+                project: project.clone(),
+                roles,
+                upstream: upstream.clone(),
+                crash_loop,
+                routes: route_tx.clone(),
+                live: live.clone(),
+                printer,
+            };
+            sup.spawn("the container monitor", false, |token| monitor.run(token));
+            let first = tokio::select! {
+                r = first_health(&ready, &up, &route_tx, &live, &printer) => Some(r),
+                _ = root.cancelled() => None,
+            };
+            match first {
+                Some(Ok(true)) => {
+                    printer.line(format!("Open WebUI is ready at {}", ready.public_url))
+                }
+                Some(Ok(false)) => {}
+                Some(Err(e)) => {
+                    state.clear_run();
+                    return abort(&sup, e, drain).await;
+                }
+                None => printer.line("interrupted; containers that were started keep running"),
+            }
         }
         Some(Err(e)) => {
-            shutdown.cancel();
-            let _ = proxy_task.await;
             state.clear_run();
-            return Err(e);
+            return abort(&sup, e, drain).await;
         }
         None => {
             printer.line("interrupted; containers that were started keep running");
         }
     }
 
-    // 6. Serve until a signal.
-    let watcher = tokio::spawn(watch(route_tx, upstream, shutdown.clone(), printer));
-    let result = proxy_task.await;
-    shutdown.cancel();
-    let _ = watcher.await;
+    // 7. Serve until a signal or a fatal error; drain; the containers keep running.
+    let result = sup.wait(drain).await;
     state.clear_run();
-    match result {
-        Ok(r) => r?,
-        Err(e) => return Err(anyhow::anyhow!("the proxy task failed: {e}")),
-    }
+    result?;
     printer.line(format!(
         "stopped serving; the containers keep running (`webui{} down` stops them)",
         project.flag()
     ));
     Ok(0)
+}
+
+/// Beyond the proxy's own drain timeout, how long the other tasks may take to stop.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+
+/// Stops everything after a failed start and returns the error.
+async fn abort(sup: &Supervisor, e: anyhow::Error, drain: Duration) -> anyhow::Result<u8> {
+    sup.fail(e);
+    sup.wait(drain).await?;
+    Ok(0)
+}
+
+/// The control socket's answers: `status` (the live state plus the stored
+/// certificates' schedule) and `renew` (an immediate ACME order). Also used by
+/// `webui proxy`.
+pub fn control_handler(
+    live: SharedLive,
+    renew: Option<Arc<Notify>>,
+    state_dir: std::path::PathBuf,
+) -> control::Handler {
+    Arc::new(move |line: &str| match line {
+        "status" => {
+            let mut v = serde_json::to_value(supervisor::snapshot(&live)).unwrap_or_default();
+            v["certificates"] =
+                serde_json::to_value(super::cert::entries(&state_dir)).unwrap_or_default();
+            v
+        }
+        "renew" => match &renew {
+            Some(n) => {
+                n.notify_one();
+                serde_json::json!({ "ok": true })
+            }
+            None => serde_json::json!({
+                "ok": false,
+                "error": "this site does not use ACME (it serves the local CA's certificate or --tls-cert files)",
+            }),
+        },
+        other => serde_json::json!({
+            "ok": false,
+            "error": format!("unknown request `{other}`; known: status, renew"),
+        }),
+    })
+}
+
+/// Waits for the monitor's first `Forward`. Ok(false): the monitor gave up on a crash
+/// loop (it said why; `webui up` keeps serving the "stopped" page). An error when
+/// Open WebUI is not healthy within `--health-timeout` (it keeps running).
+async fn first_health(
+    ready: &Ready,
+    up: &UpSettings,
+    routes: &RouteTx,
+    live: &SharedLive,
+    printer: &Printer,
+) -> anyhow::Result<bool> {
+    let start = Instant::now();
+    let mut rx = routes.subscribe();
+    if matches!(*rx.borrow_and_update(), Route::Forward(_)) {
+        return Ok(true);
+    }
+    let spinner = printer.is_terminal().then(|| {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb
+    });
+    if spinner.is_none() {
+        printer.line(format!(
+            "waiting for {} to answer on {}/health",
+            ready.container, ready.upstream
+        ));
+    }
+    let docker = docker::connect().await.ok();
+    let mut last_line = String::new();
+    let mut last_plain = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let finish = |pb: &Option<ProgressBar>| {
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+    };
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = rx.changed() => {}
+            _ = tick.tick() => {}
+        }
+        let route = rx.borrow_and_update().clone();
+        let elapsed = start.elapsed();
+        match &route {
+            Route::Forward(_) => {
+                finish(&spinner);
+                printer.line(format!(
+                    "{} is healthy (after {})",
+                    ready.container,
+                    health::elapsed_text(elapsed)
+                ));
+                return Ok(true);
+            }
+            Route::Hold(h) if h.phase == Phase::Stopped => {
+                let crashed = supervisor::snapshot(live)
+                    .services
+                    .iter()
+                    .any(|s| s.crash_loop.is_some());
+                if crashed {
+                    finish(&spinner);
+                    return Ok(false);
+                }
+            }
+            Route::Hold(h) if h.phase == Phase::Starting => {
+                // The public text with the time it has been starting.
+                if n.is_multiple_of(2) {
+                    supervisor::hold(
+                        routes,
+                        live,
+                        Phase::Starting,
+                        format!(
+                            "{} ({})",
+                            supervisor::text::WAITING.trim_end_matches('.'),
+                            health::elapsed_text(elapsed)
+                        ),
+                    );
+                    rx.borrow_and_update();
+                }
+            }
+            Route::Hold(_) => {}
+        }
+        if elapsed >= up.health_timeout {
+            finish(&spinner);
+            let tail = match &docker {
+                Some(d) => logs::tail_lines(d, &ready.container, 10)
+                    .await
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let lines = if tail.is_empty() {
+                String::new()
+            } else {
+                format!("; its last log lines:\n    {}", tail.join("\n    "))
+            };
+            return Err(UserError::new(format!(
+                "{} did not become healthy within {}{lines}",
+                ready.container,
+                health::elapsed_text(up.health_timeout),
+            ))
+            .hint(
+                "see its logs with `webui logs open-webui`; a first start can take long, allow more with --health-timeout 1h (the container keeps running)",
+            )
+            .into());
+        }
+        if n.is_multiple_of(4)
+            && let Some(d) = &docker
+            && let Ok(lines) = logs::tail_lines(d, &ready.container, 1).await
+            && let Some(l) = lines.last()
+        {
+            last_line = l.clone();
+        }
+        let shown: String = last_line.chars().take(100).collect();
+        if let Some(pb) = &spinner {
+            pb.set_message(format!(
+                "waiting for Open WebUI to become healthy ({}) | {shown}",
+                health::elapsed_text(elapsed)
+            ));
+        } else if last_plain.elapsed() >= Duration::from_secs(30) {
+            last_plain = Instant::now();
+            printer.line(format!(
+                "still waiting for {} ({}): {shown}",
+                ready.container,
+                health::elapsed_text(elapsed)
+            ));
+        }
+        n += 1;
+    }
+}
+
+/// What `bring_up` leaves for the health wait.
+struct Ready {
+    public_url: String,
+    container: String,
+    upstream: String,
 }
 
 /// What `bring_up` works with.
@@ -164,19 +402,14 @@ struct Ctx<'a> {
     state: &'a ProjectState,
     printer: &'a Printer,
     routes: &'a RouteTx,
+    live: &'a SharedLive,
     extra_env: Vec<(String, String)>,
     openai_key: Option<String>,
 }
 
-fn hold(routes: &RouteTx, phase: Phase, detail: impl Into<String>) {
-    routes.send_replace(Route::Hold(Hold {
-        phase,
-        detail: detail.into(),
-    }));
-}
-
-/// Steps 4 and 5; returns the public URL once Open WebUI is healthy.
-async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<String> {
+/// Step 5: connect, check, pull, create or keep the containers. Open WebUI's health
+/// is the monitor's business afterwards.
+async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     let up = c.up;
     let printer = c.printer;
     let docker = docker::connect().await?;
@@ -218,9 +451,16 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<String> {
     }
     let (ollama_url, host_gateway) = ollama_url(up, printer).await;
 
-    hold(c.routes, Phase::Pulling, "downloading");
-    let routes = c.routes;
-    let mut progress = |p: u8| hold(routes, Phase::Pulling, format!("downloading {p}%"));
+    let (routes, live) = (c.routes, c.live);
+    supervisor::hold(routes, live, Phase::Pulling, "Downloading Open WebUI.");
+    let mut progress = |p: u8| {
+        supervisor::hold(
+            routes,
+            live,
+            Phase::Pulling,
+            format!("Downloading Open WebUI: {p}%."),
+        )
+    };
     let image = pull::ensure(&docker, &up.image, up.pull, printer, &mut progress).await?;
     let ollama_image = match &up.ollama {
         OllamaMode::Bundled { image } => {
@@ -270,6 +510,14 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<String> {
         extra_env: c.extra_env.clone(),
         gpus: gpus && (up.gpu == crate::cli::GpuMode::All || up.image.contains("cuda")),
     });
+    let ow = docker::pin::keep_running(
+        &docker,
+        c.state,
+        ow,
+        plan.containers.get(&Role::OpenWebui),
+        printer,
+    )
+    .await?;
     let mut specs = Vec::new();
     if let (OllamaMode::Bundled { image: name }, Some(img)) = (&up.ollama, &ollama_image) {
         specs.push(spec::ollama(
@@ -286,35 +534,26 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<String> {
     warn_persistent_config(c, &plan, &ow);
     let_running_start_finish(&docker, &plan, &ow, up, printer).await;
 
-    hold(c.routes, Phase::Starting, "starting");
-    ensure::apply(&docker, c.project, &plan, &specs, printer).await?;
+    supervisor::hold(routes, live, Phase::Starting, supervisor::text::WAITING);
+    let outcomes = ensure::apply(&docker, c.project, &plan, &specs, printer).await?;
     c.state.record_adopted(&plan.adopted)?;
     c.state
         .record_persistent_values(&spec::persistent_values(&ow))?;
-
     let upstream = format!("http://127.0.0.1:{}", up.port);
-    let mut tick = |elapsed: Duration| {
-        hold(
-            routes,
-            Phase::Starting,
-            format!("starting ({})", health::elapsed_text(elapsed)),
-        )
-    };
-    let took = health::wait(
-        &docker,
-        &ow.name,
-        &upstream,
-        up.health_timeout,
-        printer,
-        &mut tick,
-    )
-    .await?;
-    printer.line(format!(
-        "{} is healthy (after {})",
-        ow.name,
-        health::elapsed_text(took)
-    ));
-    Ok(public_url)
+    // Adopting a running container (e.g. after the launcher was killed): when it
+    // already answers, forward at once instead of waiting for the monitor's first
+    // probe.
+    let kept_running = outcomes
+        .iter()
+        .any(|(name, o)| *name == ow.name && *o == ensure::Outcome::Kept { started: false });
+    if kept_running && health::probe(&upstream).await == Health::Healthy {
+        supervisor::set_route(routes, live, Route::Forward(up.upstream()));
+    }
+    Ok(Ready {
+        public_url,
+        container: ow.name.clone(),
+        upstream,
+    })
 }
 
 /// Recreating Open WebUI while it is still starting could interrupt a database
@@ -482,41 +721,4 @@ fn load_openai_key(up: &UpSettings, printer: &Printer) -> anyhow::Result<Option<
         ));
     }
     upcfg::openai_key(&text, &p.display().to_string()).map(Some)
-}
-
-/// While serving: the starting page instead of proxy errors when Open WebUI stops
-/// answering (restart, crash, `docker stop`), forwarding again when it is back.
-async fn watch(
-    routes: RouteTx,
-    upstream: http::Uri,
-    shutdown: CancellationToken,
-    printer: Printer,
-) {
-    let base = upstream.to_string().trim_end_matches('/').to_string();
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
-        }
-        match health::probe(&base).await {
-            Health::Healthy => {
-                if failures >= WATCH_FAILURES {
-                    printer.line("Open WebUI answers again; forwarding");
-                    routes.send_replace(Route::Forward(upstream.clone()));
-                }
-                failures = 0;
-            }
-            other => {
-                failures += 1;
-                if failures == WATCH_FAILURES {
-                    printer.warn(format!(
-                        "Open WebUI is not answering ({}); showing the starting page until it is back",
-                        other.as_str()
-                    ));
-                    hold(&routes, Phase::Restarting, "Open WebUI is not answering");
-                }
-            }
-        }
-    }
 }

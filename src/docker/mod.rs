@@ -11,23 +11,33 @@
 //!   terminal); errors inside the stream reported as what they are.
 //! - `ensure`: inspects what exists, refuses or adopts what webui did not make, then
 //!   creates, keeps or recreates; never deletes a volume.
+//! - `events`: the project's container events, reconnecting when the engine restarts.
 //! - `health`: the HTTP probe of Open WebUI's `/health` and the wait for it.
 //! - `logs`: container logs, stdout/stderr demultiplexed, split into lines.
 //! - `project`: what webui keeps about a project in the state dir (secret key, ...).
 //! - `host`: small probes of the host itself (free ports, a host Ollama, LAN address).
+//! - `backup`: backup archives of a project (data volume, secret, config, certificates)
+//!   with a manifest of checksums, verified before anything is restored.
+//! - `pin`: `webui up` keeps the running image unless told otherwise; `history.json`.
+//! - `update`: a container's spec read back from its labels, and the swap steps of
+//!   `webui update`.
 //!
 //! Architecture Invariant: this module does not know the proxy or ACME. `webui up`
 //! wires them together through `route.rs`.
 
+pub mod backup;
 pub mod connect;
 pub mod ensure;
+pub mod events;
 pub mod gpu;
 pub mod health;
 pub mod host;
 pub mod logs;
+pub mod pin;
 pub mod project;
 pub mod pull;
 pub mod spec;
+pub mod update;
 
 pub use connect::connect;
 

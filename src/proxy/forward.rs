@@ -120,6 +120,21 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
                 classify(&e)
             };
             tracing::warn!(target: "webui::proxy", error = %error_chain(&e), %path, "upstream request failed");
+            if shared.supervised && err == ProxyError::UpstreamUnreachable {
+                // The container died a moment before its supervisor heard of it.
+                let hold = crate::route::Hold {
+                    phase: crate::route::Phase::Restarting,
+                    detail: "Open WebUI stopped answering; it is being restarted.".into(),
+                };
+                return finish(
+                    &shared,
+                    respond::hold(&hold, html),
+                    &method,
+                    &path,
+                    start,
+                    None,
+                );
+            }
             return finish(
                 &shared,
                 respond::error(err, html),

@@ -111,7 +111,7 @@ fn bind_error(addr: SocketAddr, flag: &str, e: std::io::Error) -> anyhow::Error 
 }
 
 /// Finds which process listens on a TCP port, from /proc (best effort, Linux only).
-fn port_holder(port: u16) -> Option<String> {
+pub fn port_holder(port: u16) -> Option<String> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {

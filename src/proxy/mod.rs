@@ -31,7 +31,7 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use listener::Bound;
+pub use listener::{Bound, port_holder};
 
 use crate::challenge::Challenges;
 use crate::config::ProxySettings;
@@ -54,6 +54,7 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     access_log: bool,
     challenges: Challenges,
+    supervised: bool,
     /// Port of the first HTTPS listener, for redirects from plain HTTP.
     https_port: u16,
 }
@@ -64,6 +65,9 @@ pub struct Proxy {
     pub certs: Arc<CertStore>,
     pub routes: RouteRx,
     pub challenges: Challenges,
+    /// The upstream is a container webui supervises: a refused connection means it is
+    /// (re)starting, so clients get the starting page rather than a 502.
+    pub supervised: bool,
 }
 
 impl Proxy {
@@ -92,6 +96,7 @@ impl Proxy {
             tracker: tracker.clone(),
             access_log: tracing::enabled!(target: "webui::access", tracing::Level::INFO),
             challenges: self.challenges,
+            supervised: self.supervised,
             https_port,
         });
         let tls = Arc::new(crate::tls::server_config(self.certs)?);

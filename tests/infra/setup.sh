@@ -23,7 +23,7 @@ PEBBLE_DIR=$STATE/pebble
 DOCKERD_LOG=/var/log/webui-ci-dockerd.log
 REGISTRY_LOG=/var/log/webui-ci-registry.log
 # Bump when the rootfs layout below changes (forces a rebuild of every image).
-ROOTFS_RECIPE=1
+ROOTFS_RECIPE=2
 
 PACKAGES=(docker.io docker-registry pebble openssl curl ca-certificates iproute2 procps jq binutils nginx apache2 caddy shellcheck debootstrap man-db testssl.sh)
 
@@ -246,6 +246,9 @@ build_rootfs() {
 	chmod 1777 "$stage/tmp" "$stage/var/tmp"
 	cp "$STANDIN" "$stage/standin"
 	chmod 755 "$stage/standin"
+	# Invoked as curl the stand-in is a minimal curl, as the real image has one.
+	mkdir -p "$stage/usr/bin"
+	ln -s /standin "$stage/usr/bin/curl"
 	# Shared libraries and the dynamic loader, at the paths ldd reports.
 	local ldd_out
 	if ldd_out=$(ldd "$STANDIN" 2>&1); then

@@ -804,7 +804,7 @@ async fn fetch(req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
-async fn fetch_url(url: &str) -> Result<(u16, Bytes), String> {
+pub async fn fetch_url(url: &str) -> Result<(u16, Bytes), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| "only http:// URLs are supported".to_string())?;

@@ -45,26 +45,30 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// Runs `webui` to completion (bounded), for commands that exit.
+/// Runs `webui` to completion (bounded), for commands that exit. Output is read
+/// while the command runs, so a long output cannot fill the pipe and stall it.
 pub fn run(state_dir: &Path, args: &[&str], timeout: Duration) -> Finished {
-    let mut child = command(state_dir)
+    let child = command(state_dir)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn webui");
-    let start = Instant::now();
-    loop {
-        if let Some(_status) = child.try_wait().expect("wait") {
-            break;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
             panic!("webui {args:?} did not exit within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    };
     Finished {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,0 +1,174 @@
+//! `webui restore FILE [--yes]`: verifies every checksum of a backup, then (with
+//! `--yes`) stops Open WebUI, replaces its data volume's content through the Docker
+//! API, writes the secret key, config and certificates back (0600), starts it again
+//! (recreated when the restored secret differs from the one it ran with) and waits
+//! for health. Without `--yes` it prints what would be replaced and exits 1.
+
+use std::time::Duration;
+
+use crate::cli::{GlobalArgs, RestoreCmd};
+use crate::config::Paths;
+use crate::config::up::{self as upcfg, Project};
+use crate::config::values;
+use crate::docker::backup::{self, StateFiles};
+use crate::docker::spec::{LABEL_UPSTREAM, Names};
+use crate::docker::{self, health, update as dupdate};
+use crate::error::UserError;
+use crate::output::Printer;
+
+pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> anyhow::Result<u8> {
+    let paths = Paths::resolve(global);
+    let project = Project::resolve(global.project.as_deref())?;
+    let timeout = health_timeout(cmd.health_timeout.as_deref(), &paths)?;
+    let files = super::backup::state_files(&paths, &project);
+    let file = cmd.file.clone();
+    let manifest = tokio::task::spawn_blocking(move || backup::verify(&file)).await??;
+    let (n, bytes) = manifest.data_files();
+    printer.line(format!(
+        "{}: every checksum matches ({} files; made {} by webui {} from {}{})",
+        cmd.file.display(),
+        manifest.files.len(),
+        manifest.created,
+        manifest.webui_version,
+        manifest.image,
+        manifest
+            .digest
+            .as_deref()
+            .map(|d| format!(", {d}"))
+            .unwrap_or_default()
+    ));
+    if manifest.project != project.key() {
+        printer.warn(format!(
+            "this backup is of project `{}`; it would be restored into project `{}`",
+            manifest.project,
+            project.key()
+        ));
+    }
+    let docker = docker::connect().await?;
+    let names = Names::new(&project);
+    let name = names.open_webui.clone();
+    let c = match docker.inspect_container(&name, None).await {
+        Ok(c) => c,
+        Err(e) if docker::is_not_found(&e) => {
+            return Err(UserError::new(format!(
+                "there is no container {name} to restore into"
+            ))
+            .hint(format!(
+                "create it first with `webui{} up` (a new install is fine: its data is replaced), then restore",
+                project.flag()
+            ))
+            .into());
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot inspect {name}"))),
+    };
+    let state_names = backup::state_names(&manifest);
+    printer.line("restoring replaces:");
+    printer.line(format!(
+        "  the content of volume {} ({n} files, {}); files made since the backup are removed",
+        names.open_webui_volume,
+        super::backup::human_bytes(bytes)
+    ));
+    if !state_names.is_empty() {
+        printer.line(format!(
+            "  in {}: {}",
+            paths.state_dir.display(),
+            state_names.join(", ")
+        ));
+    }
+    printer.line(format!("  {name} is stopped meanwhile and started again"));
+    if !cmd.yes {
+        printer.line("nothing was changed; run again with --yes to restore");
+        return Ok(1);
+    }
+    restore(&docker, &name, &cmd.file, &files, &printer).await?;
+    let current_env = c.config.and_then(|c| c.env).unwrap_or_default();
+    recreate_if_secret_changed(&docker, &name, &cmd.file, &current_env, &printer).await?;
+    dupdate::start(&docker, &name).await?;
+    let upstream = docker
+        .inspect_container(&name, None)
+        .await
+        .ok()
+        .and_then(|c| c.config?.labels?.get(LABEL_UPSTREAM).cloned());
+    if let Some(u) = upstream {
+        let mut ignore = |_: Duration| {};
+        let took = health::wait(&docker, &name, &u, timeout, &printer, &mut ignore).await?;
+        printer.line(format!(
+            "restored {}; {name} is healthy (after {})",
+            cmd.file.display(),
+            health::elapsed_text(took)
+        ));
+    } else {
+        printer.line(format!("restored {}; started {name}", cmd.file.display()));
+    }
+    Ok(0)
+}
+
+/// `--health-timeout`, else the config file's, else 30 min.
+pub fn health_timeout(flag: Option<&str>, paths: &Paths) -> anyhow::Result<Duration> {
+    let from_file = paths.load_file().ok().and_then(|f| f.health_timeout);
+    match flag.map(str::to_string).or(from_file) {
+        Some(s) => {
+            let d = values::duration("--health-timeout", &s).map_err(UserError::new)?;
+            if d.is_zero() {
+                return Err(UserError::new("--health-timeout must be longer than 0s").into());
+            }
+            Ok(d)
+        }
+        None => Ok(upcfg::DEFAULT_HEALTH_TIMEOUT),
+    }
+}
+
+/// Stops `name` and puts the verified archive's data and state files back.
+pub async fn restore(
+    docker: &bollard::Docker,
+    name: &str,
+    archive: &std::path::Path,
+    files: &StateFiles,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    dupdate::stop(docker, name).await?;
+    crate::state::create_private_dir(files.project.dir())?;
+    backup::restore_volume(docker, name, archive, files.project.dir(), printer).await?;
+    let (a, f) = (archive.to_path_buf(), files.clone());
+    let written =
+        tokio::task::spawn_blocking(move || backup::restore_state_files(&a, &f)).await??;
+    if !written.is_empty() {
+        printer.line(format!(
+            "restored {} state files (mode 0600)",
+            written.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A container runs with the secret in its environment: when the restored
+/// `secret_key` differs, recreate it (same spec, restored secret).
+async fn recreate_if_secret_changed(
+    docker: &bollard::Docker,
+    name: &str,
+    archive: &std::path::Path,
+    env: &[String],
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let a = archive.to_path_buf();
+    let Some(secret) = tokio::task::spawn_blocking(move || backup::archived_secret(&a)).await??
+    else {
+        return Ok(());
+    };
+    let current = env.iter().find_map(|e| e.strip_prefix("WEBUI_SECRET_KEY="));
+    if current == Some(secret.as_str()) {
+        return Ok(());
+    }
+    let c = docker
+        .inspect_container(name, None)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot inspect {name}")))?;
+    let (mut spec, _) = dupdate::spec_of(&c)?;
+    spec.env.insert("WEBUI_SECRET_KEY".into(), secret);
+    dupdate::remove(docker, name).await?;
+    dupdate::create(docker, &spec).await?;
+    printer.line(format!(
+        "recreated {name} with the restored WEBUI_SECRET_KEY"
+    ));
+    Ok(())
+}
