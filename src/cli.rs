@@ -27,31 +27,56 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// Where webui keeps its state: secrets, certificates, the local CA, the config
     /// [default: /var/lib/webui as root, else $XDG_DATA_HOME/webui]
-    #[arg(long, global = true, env = "WEBUI_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WEBUI_STATE_DIR",
+        value_name = "DIR"
+    )]
     pub state_dir: Option<PathBuf>,
 
     /// Configuration file [default: <state-dir>/webui.toml]
-    #[arg(long, global = true, env = "WEBUI_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WEBUI_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// More log output (-v debug, -vv trace)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// Only errors and warnings; no progress bars
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        help_heading = "Global options",
+        conflicts_with = "verbose"
+    )]
     pub quiet: bool,
 
     /// Name of this instance: prefixes every container, volume and network name
     /// (`NAME-open-webui`), so several instances can share one Docker engine
     /// [default: none, names as in the Open WebUI docs]
-    #[arg(long, global = true, env = "WEBUI_PROJECT", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WEBUI_PROJECT",
+        value_name = "NAME"
+    )]
     pub project: Option<String>,
 
     /// Log line format
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "WEBUI_LOG_FORMAT",
         value_enum,
         default_value_t = LogFormat::Text
@@ -208,6 +233,7 @@ pub struct ProxyCmd {
 
 /// Listener, TLS and limit flags shared by every command that serves the site.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Proxy and TLS")]
 pub struct ProxyArgs {
     /// HTTPS listen address, repeatable [default: 0.0.0.0:443 and [::]:443]
     #[arg(long, env = "WEBUI_LISTEN", value_name = "ADDR", value_delimiter = ',')]
@@ -300,28 +326,48 @@ pub struct ProxyArgs {
     pub drain_timeout: Option<String>,
 
     /// Contact address for the ACME account (expiry warnings from the CA)
-    #[arg(long, env = "WEBUI_EMAIL", value_name = "ADDRESS")]
+    #[arg(
+        long,
+        env = "WEBUI_EMAIL",
+        help_heading = "Certificates (ACME)",
+        value_name = "ADDRESS"
+    )]
     pub email: Option<String>,
 
     /// ACME directory URL [default: Let's Encrypt production]
-    #[arg(long, env = "WEBUI_ACME_DIRECTORY", value_name = "URL")]
+    #[arg(
+        long,
+        env = "WEBUI_ACME_DIRECTORY",
+        help_heading = "Certificates (ACME)",
+        value_name = "URL"
+    )]
     pub acme_directory: Option<String>,
 
     /// Use Let's Encrypt's staging CA (untrusted certificates, generous rate limits)
-    #[arg(long, env = "WEBUI_STAGING", num_args = 0..=1, default_missing_value = "true",
+    #[arg(long, env = "WEBUI_STAGING", help_heading = "Certificates (ACME)", num_args = 0..=1, default_missing_value = "true",
           conflicts_with = "acme_directory")]
     pub staging: Option<bool>,
 
     /// Trust this CA certificate (PEM) for the ACME server's own HTTPS, e.g. pebble, step-ca
-    #[arg(long, env = "WEBUI_ACME_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "WEBUI_ACME_CA",
+        help_heading = "Certificates (ACME)",
+        value_name = "FILE"
+    )]
     pub acme_ca: Option<std::path::PathBuf>,
 
     /// ACME challenge: http-01 on port 80, tls-alpn-01 on port 443, or auto (http-01, then tls-alpn-01)
-    #[arg(long, env = "WEBUI_CHALLENGE", value_enum)]
+    #[arg(
+        long,
+        env = "WEBUI_CHALLENGE",
+        help_heading = "Certificates (ACME)",
+        value_enum
+    )]
     pub challenge: Option<ChallengeArg>,
 
     /// Order certificates without first checking DNS and that the challenge path is reachable
-    #[arg(long, env = "WEBUI_SKIP_PREFLIGHT", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "WEBUI_SKIP_PREFLIGHT", help_heading = "Certificates (ACME)", num_args = 0..=1, default_missing_value = "true")]
     pub skip_preflight: Option<bool>,
 }
 
