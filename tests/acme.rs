@@ -452,3 +452,120 @@ async fn renewal_by_lifetime_swaps_the_certificate_without_dropping_anyone() {
         "the SSE stream ran to its end across the swap ({sse_bytes} bytes)"
     );
 }
+
+#[tokio::test]
+async fn ca_unreachable_at_start_serves_the_local_ca_then_switches_when_it_is_back() {
+    let (https, http, acme) = (free_port(), free_port(), free_port());
+    if !support::pebble::available() {
+        return;
+    }
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let domain = "chat-later.webui.test";
+    let ca = std::env::var("WEBUI_TEST_PEBBLE_LISTENER_CA")
+        .unwrap_or_else(|_| "/var/lib/webui-ci/pebble/ca.pem".into());
+    let listen = format!("127.0.0.1:{https}");
+    let http_listen = format!("127.0.0.1:{http}");
+    let directory = Pebble::directory_on(acme);
+    let p = Webui::start(
+        state.path(),
+        &[
+            "proxy",
+            "--upstream",
+            &up.url(""),
+            "--listen",
+            &listen,
+            "--http-listen",
+            &http_listen,
+            "--domain",
+            domain,
+            "--acme-directory",
+            &directory,
+            "--acme-ca",
+            &ca,
+            "--challenge",
+            "http-01",
+            "--skip-preflight",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(
+        p.wait_for_output(
+            "certificate order for chat-later.webui.test failed",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        p.output_text()
+    );
+    let local = std::fs::read(webui::local_ca(state.path())).unwrap();
+    assert!(
+        served_leaf(p.https[0], domain, &local).await.is_some(),
+        "the site serves meanwhile"
+    );
+
+    // The CA comes back; the next try (one minute after the failure) gets the certificate.
+    let Some(pebble) = Pebble::start_full(http, https, None, acme) else {
+        return;
+    };
+    let root = pebble.root_pem().await;
+    wait_for_issued(&p, domain, root.as_bytes(), Duration::from_secs(100)).await;
+}
+
+#[tokio::test]
+async fn cert_renew_force_swaps_the_certificate_while_a_websocket_stays_open() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (https, http) = (free_port(), free_port());
+    let Some(pebble) = Pebble::start(http, https) else {
+        return;
+    };
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let domain = "chat-force.webui.test";
+    let p = acme_proxy(
+        state.path(),
+        &up.url(""),
+        &pebble,
+        https,
+        http,
+        domain,
+        &["--challenge", "http-01", "--skip-preflight"],
+    );
+    let root = pebble.root_pem().await;
+    let first = wait_for_issued(&p, domain, root.as_bytes(), Duration::from_secs(60)).await;
+
+    let mut roots_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut roots_file, root.as_bytes()).unwrap();
+    let tls = webui::client_tls(&[roots_file.path()], &[b"http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        format!("wss://{domain}:{https}/ws"),
+        tcp,
+        None,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
+    )
+    .await
+    .unwrap();
+
+    let out = webui::run(
+        state.path(),
+        &["cert", "renew", "--force"],
+        Duration::from_secs(90),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", out.stdout, out.stderr);
+    let again = served_leaf(p.https[0], domain, root.as_bytes())
+        .await
+        .unwrap();
+    assert_ne!(
+        again, first,
+        "a new certificate is served after `cert renew --force`"
+    );
+    ws.send(Message::text("still open")).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, Message::text("still open"));
+}

@@ -72,6 +72,11 @@ fn files() -> Option<(PathBuf, PathBuf, PathBuf, PathBuf, PathBuf)> {
     None
 }
 
+/// True when pebble is installed (outside CI a missing one prints why and skips).
+pub fn available() -> bool {
+    files().is_some()
+}
+
 impl Pebble {
     /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`
     /// of 127.0.0.1. Returns None when pebble is not installed (outside CI only).
@@ -85,11 +90,26 @@ impl Pebble {
         tls_port: u16,
         validity_secs: Option<u64>,
     ) -> Option<Pebble> {
+        Self::start_full(http_port, tls_port, validity_secs, free_port())
+    }
+
+    /// The ACME directory URL pebble will have when started on `acme_port`.
+    pub fn directory_on(acme_port: u16) -> String {
+        format!("https://127.0.0.1:{acme_port}/dir")
+    }
+
+    /// Like [`Pebble::start`], with the ACME API on `acme_port` (e.g. one a client
+    /// was already pointed at while nothing listened there).
+    pub fn start_full(
+        http_port: u16,
+        tls_port: u16,
+        validity_secs: Option<u64>,
+        acme_port: u16,
+    ) -> Option<Pebble> {
         let (bin, dns_bin, ca, cert, key) = files()?;
         let dir = tempfile::tempdir().unwrap();
         let dns_port = free_port();
         let dns_mgmt = free_port();
-        let acme_port = free_port();
         let mgmt_port = free_port();
         let dns = Command::new(&dns_bin)
             .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
@@ -132,7 +152,7 @@ impl Pebble {
             .expect("start pebble");
         let p = Pebble {
             children: vec![dns, pebble],
-            directory: format!("https://127.0.0.1:{acme_port}/dir"),
+            directory: Self::directory_on(acme_port),
             listener_ca: ca,
             management: format!("127.0.0.1:{mgmt_port}").parse().unwrap(),
             _dir: dir,
