@@ -111,6 +111,11 @@ impl CertStore {
         (**self.info.load()).clone()
     }
 
+    /// The served leaf certificate (DER).
+    pub fn leaf_der(&self) -> Option<Vec<u8>> {
+        self.current.load().cert.first().map(|c| c.to_vec())
+    }
+
     /// Presents `key` to ACME validation connections (ALPN `acme-tls/1`) for `domain`.
     pub fn set_alpn_challenge(&self, domain: &str, key: Arc<CertifiedKey>) {
         if let Ok(mut map) = self.alpn_challenges.write() {

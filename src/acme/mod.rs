@@ -55,6 +55,9 @@ fn failure(e: impl std::fmt::Display) -> OrderFailure {
     }
 }
 
+/// How often the renewal loop wakes to ask the CA's renewal window again.
+const ARI_RECHECK: Duration = Duration::from_secs(6 * 3600);
+
 /// The ACME client for one set of names.
 pub struct Acme {
     settings: AcmeSettings,
@@ -105,28 +108,40 @@ impl Acme {
         status.directory = self.settings.directory.clone();
         loop {
             let now = OffsetDateTime::now_utc();
+            // The CA's renewal window (ARI, RFC 9773) when it offers one, asked anew on
+            // every pass: a CA that plans a mass revocation moves the window earlier.
+            let ari = match (&current, failures) {
+                (Some(_), 0) => self.ari_window().await,
+                _ => None,
+            };
             let due = match (&current, status.next_try) {
                 (_, Some(next)) if failures > 0 => next,
                 (None, _) => now,
-                (Some(info), _) => schedule::renew_at(info.not_before, info.not_after, None),
+                (Some(info), _) => schedule::renew_at(info.not_before, info.not_after, ari),
             };
             if let Some(info) = &current {
                 status.not_after = Some(info.not_after);
                 status.issuer = Some(info.issuer.clone());
                 status.next_renewal =
-                    Some(schedule::renew_at(info.not_before, info.not_after, None));
+                    Some(schedule::renew_at(info.not_before, info.not_after, ari));
             }
             let _ = self.store.save_status(&status);
-            let wait = Duration::try_from(due - now).unwrap_or(Duration::ZERO);
-            if !wait.is_zero() {
-                tracing::info!(target: "webui::acme", "next certificate order in {}", humantime::format_duration(Duration::from_secs(wait.as_secs())));
+            let until_due = Duration::try_from(due - now).unwrap_or(Duration::ZERO);
+            // Wake at least every few hours to ask the CA's renewal window again.
+            let wait = until_due.min(ARI_RECHECK);
+            if !until_due.is_zero() {
+                tracing::info!(target: "webui::acme", "next certificate order in {}", humantime::format_duration(Duration::from_secs(until_due.as_secs())));
             }
-            tokio::select! {
+            let forced = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => false,
                 _ = self.renew_now.notified() => {
                     tracing::info!(target: "webui::acme", "renewal requested");
+                    true
                 }
+            };
+            if !forced && OffsetDateTime::now_utc() < due {
+                continue;
             }
             status.orders += 1;
             let ordered = tokio::select! {
@@ -175,6 +190,22 @@ impl Acme {
                 }
             }
         }
+    }
+
+    /// The CA's suggested renewal window for the served certificate, if it has ARI.
+    async fn ari_window(&self) -> Option<(OffsetDateTime, OffsetDateTime)> {
+        let leaf = self.certs.leaf_der()?;
+        let leaf = rustls_pki_types::CertificateDer::from(leaf);
+        let id = instant_acme::CertificateIdentifier::try_from(&leaf).ok()?;
+        let ask = async {
+            let account = self.account().await.ok()?;
+            account.renewal_info(&id).await.ok()
+        };
+        let (info, _) = tokio::time::timeout(Duration::from_secs(15), ask)
+            .await
+            .ok()??;
+        tracing::debug!(target: "webui::acme", start = %info.suggested_window.start, end = %info.suggested_window.end, "ARI renewal window");
+        Some((info.suggested_window.start, info.suggested_window.end))
     }
 
     fn record_failure(&self, status: &mut CertStatus, failures: u32, f: &OrderFailure) {
