@@ -1,0 +1,246 @@
+// The browser half of the e2e suite (run by tests/e2e/run.sh): Debian's chromium,
+// headless, driven by playwright-core, against webui's HTTPS proxy in front of the
+// real Open WebUI.
+//
+//   node browser.mjs first|second OUT.json
+//
+// first:  sign up (the first account is the admin), pick the fake model, send a
+//         message and record the answer's text at every DOM change (it must grow
+//         in several steps), upload a 20 MB document (no 413).
+// second: (after the container was recreated) open the chat again with the same
+//         profile: still logged in, the earlier chat and answer still there.
+//
+// Environment (set by run.sh): E2E_URL, E2E_DOMAIN, E2E_HOME (a $HOME whose
+// ~/.pki/nssdb trusts pebble's root), E2E_PROFILE (user data dir, kept between the
+// phases), E2E_ARTIFACTS, E2E_WORK, E2E_MODEL, E2E_EXPECT.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const [phase, outFile] = process.argv.slice(2);
+const env = (k) => {
+	const v = process.env[k];
+	if (!v) throw new Error(`${k} is not set (run tests/e2e/run.sh)`);
+	return v;
+};
+const URL_ = env('E2E_URL');
+const ARTIFACTS = env('E2E_ARTIFACTS');
+const WORK = env('E2E_WORK');
+const MODEL = env('E2E_MODEL');
+const EXPECT = env('E2E_EXPECT');
+const STATE_FILE = path.join(WORK, 'browser-state.json');
+const ADMIN = { name: 'E2E Admin', email: 'admin@e2e.webui.test', password: 'e2e-Passw0rd!' };
+const PROMPT = 'Say hello, e2e.';
+
+const steps = [];
+const t0 = Date.now();
+let stepName = null;
+let stepT = 0;
+function begin(name) {
+	stepName = name;
+	stepT = Date.now();
+	console.log(`  browser: ${name} ...`);
+}
+function done(detail) {
+	steps.push({ name: stepName, ms: Date.now() - stepT, detail: detail ?? null });
+	stepName = null;
+}
+function save() {
+	fs.writeFileSync(outFile, JSON.stringify({ phase, steps, total_ms: Date.now() - t0 }, null, 1));
+}
+const norm = (s) => (s ?? '').replace(/\s+/g, ' ').trim();
+
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+const context = await chromium.launchPersistentContext(env('E2E_PROFILE'), {
+	executablePath: '/usr/bin/chromium',
+	headless: true,
+	env: { ...process.env, HOME: env('E2E_HOME') },
+	args: [
+		'--no-sandbox',
+		'--disable-gpu',
+		'--disable-quic',
+		'--no-first-run',
+		'--disable-background-networking',
+		'--disable-component-update',
+		'--disable-sync',
+		`--host-resolver-rules=MAP ${env('E2E_DOMAIN')} 127.0.0.1`,
+	],
+	viewport: { width: 1280, height: 900 },
+	// Certificate errors are NOT ignored: pebble's root is trusted via the NSS db.
+	ignoreHTTPSErrors: false,
+});
+const page = context.pages()[0] ?? (await context.newPage());
+page.setDefaultTimeout(30_000);
+const consoleLog = [];
+page.on('console', (m) => consoleLog.push(`[${m.type()}] ${m.text()}`));
+page.on('pageerror', (e) => consoleLog.push(`[pageerror] ${e.message}`));
+const wsUrls = [];
+page.on('websocket', (ws) => wsUrls.push(ws.url()));
+
+async function dismissPopups() {
+	// "What's new" / onboarding modals of a fresh install.
+	for (const name of [/okay, let's go/i, /^ok/i, /^close$/i, /^dismiss$/i]) {
+		const b = page.getByRole('button', { name }).first();
+		if (await b.isVisible().catch(() => false)) await b.click().catch(() => {});
+	}
+	await page.keyboard.press('Escape').catch(() => {});
+}
+
+async function token() {
+	return page.evaluate(() => localStorage.getItem('token'));
+}
+
+async function api(p, opts = {}) {
+	return page.evaluate(
+		async ([p, opts]) => {
+			const r = await fetch(p, {
+				...opts,
+				headers: { Authorization: `Bearer ${localStorage.getItem('token')}`, ...(opts.headers ?? {}) },
+			});
+			return { status: r.status, body: await r.text() };
+		},
+		[p, opts],
+	);
+}
+
+async function first() {
+	begin('open the site over HTTPS (pebble certificate trusted via NSS)');
+	const resp = await page.goto(URL_, { waitUntil: 'domcontentloaded' });
+	if (!resp || !resp.ok()) throw new Error(`GET ${URL_}: ${resp && resp.status()}`);
+	await page.waitForURL(/\/auth/, { timeout: 60_000 });
+	done(page.url());
+
+	begin('create the admin account (first signup)');
+	// A fresh install may show a "get started" splash before the form.
+	const email = page.locator('input[type="email"], input[autocomplete="email"]').first();
+	for (let i = 0; i < 20 && !(await email.isVisible().catch(() => false)); i++) {
+		const start = page.getByRole('button', { name: /get started|sign up|create/i }).first();
+		if (await start.isVisible().catch(() => false)) await start.click().catch(() => {});
+		await page.waitForTimeout(500);
+	}
+	const nameInput = page.locator('input[autocomplete="name"], input[name="name"]').first();
+	if (await nameInput.isVisible().catch(() => false)) await nameInput.fill(ADMIN.name);
+	await email.fill(ADMIN.email);
+	const pw = page.locator('input[type="password"]');
+	for (let i = 0; i < (await pw.count()); i++) await pw.nth(i).fill(ADMIN.password);
+	await Promise.all([
+		page.waitForURL((u) => !u.pathname.startsWith('/auth'), { timeout: 60_000 }),
+		page.locator('button[type="submit"]').first().click(),
+	]);
+	if (!(await token())) throw new Error('no session token after signup');
+	await page.waitForTimeout(1000);
+	await dismissPopups();
+	done(`signed up as ${ADMIN.email}`);
+
+	begin(`pick the fake model (${MODEL})`);
+	await page.goto(`${URL_}/?models=${encodeURIComponent(MODEL)}`, { waitUntil: 'domcontentloaded' });
+	await page.locator('#chat-input').waitFor({ timeout: 60_000 });
+	await dismissPopups();
+	await page.getByText(MODEL.split(':')[0], { exact: false }).first().waitFor({ timeout: 30_000 });
+	done();
+
+	begin('send a message, watch the answer grow (websocket through the proxy)');
+	await page.evaluate(() => {
+		window.__e2eStates = [];
+		const snap = () => {
+			const els = document.querySelectorAll('#response-content-container');
+			const t = els.length ? els[els.length - 1].innerText : '';
+			const s = window.__e2eStates;
+			if (t && t !== (s.length ? s[s.length - 1].text : '')) s.push({ t: performance.now(), text: t });
+		};
+		new MutationObserver(snap).observe(document.body, { subtree: true, childList: true, characterData: true });
+	});
+	const input = page.locator('#chat-input');
+	await input.click();
+	await page.keyboard.type(PROMPT);
+	await page.keyboard.press('Enter');
+	await page.waitForFunction(
+		(expect) => {
+			const s = window.__e2eStates;
+			return s.length && s[s.length - 1].text.replace(/\s+/g, ' ').includes(expect);
+		},
+		EXPECT,
+		{ timeout: 60_000 },
+	);
+	const states = await page.evaluate(() => window.__e2eStates);
+	const growing = states.map((s) => norm(s.text)).filter((t) => t.length > 0 && EXPECT.startsWith(t.slice(0, Math.min(t.length, EXPECT.length))));
+	const distinct = [...new Set(growing)];
+	fs.writeFileSync(path.join(ARTIFACTS, 'answer-states.json'), JSON.stringify(states, null, 1));
+	// The stand-in streams 5 tokens 50 ms apart: on a quiet machine every token is its
+	// own DOM state; under load Open WebUI coalesces some. At least one partial answer
+	// must have been on screen before the whole one (E2E_MIN_STATES, default 2).
+	const minStates = Number(process.env.E2E_MIN_STATES || 2);
+	const partial = distinct.filter((t) => t.length < norm(EXPECT).length);
+	if (distinct.length < minStates || partial.length === 0)
+		throw new Error(`the answer did not grow in the page (want ${minStates} states): ${JSON.stringify(states.map((s) => s.text))}`);
+	if (distinct.length < 3) console.log(`  browser: note: only ${distinct.length} DOM states (machine under load?)`);
+	const span = Math.round(states[states.length - 1].t - states[0].t);
+	const ws = wsUrls.filter((u) => u.includes('/ws/socket.io'));
+	if (!ws.length) throw new Error(`no websocket to /ws/socket.io was opened (saw: ${wsUrls.join(', ')})`);
+	done(`${distinct.length} growing DOM states over ${span} ms: ${distinct.map((s) => JSON.stringify(s)).join(' -> ')}; websocket ${ws[0]}`);
+	await page.waitForURL(/\/c\//, { timeout: 30_000 });
+	const chatPath = new URL(page.url()).pathname;
+
+	begin('upload a 20 MB document in the chat');
+	const doc = path.join(WORK, 'e2e-20mb.txt');
+	const line = 'webui e2e upload: streamed through the proxy without a body limit.\n';
+	fs.writeFileSync(doc, line.repeat(Math.ceil((20 << 20) / line.length)).slice(0, 20 << 20));
+	const upload = page.waitForResponse(
+		(r) => r.request().method() === 'POST' && /\/api\/v1\/files\/?(\?|$)/.test(new URL(r.url()).pathname + new URL(r.url()).search),
+		{ timeout: 180_000 },
+	);
+	await page.locator('input[type="file"]').first().setInputFiles(doc);
+	const r = await upload;
+	const body = await r.text().catch(() => '');
+	if (r.status() === 413) throw new Error(`413 on the 20 MB upload: ${body}`);
+	if (!r.ok()) throw new Error(`upload answered ${r.status()}: ${body.slice(0, 300)}`);
+	let fileId = null;
+	try { fileId = JSON.parse(body).id; } catch {}
+	if (!fileId) throw new Error(`upload answer without a file id: ${body.slice(0, 300)}`);
+	// Every byte arrived: Open WebUI serves the stored file back with its size.
+	const size = fs.statSync(doc).size;
+	const stored = await page.evaluate(async (id) => {
+		const r = await fetch(`/api/v1/files/${id}/content`, {
+			headers: { Authorization: `Bearer ${localStorage.getItem('token')}` },
+		});
+		return { status: r.status, bytes: (await r.arrayBuffer()).byteLength };
+	}, fileId);
+	if (stored.status !== 200 || stored.bytes !== size)
+		throw new Error(`stored file: HTTP ${stored.status}, ${stored.bytes} bytes, sent ${size}`);
+	done(`POST ${new URL(r.url()).pathname} -> ${r.status()}, ${(size / 1048576).toFixed(0)} MB; read back ${stored.bytes} bytes (file ${fileId})`);
+	fs.writeFileSync(STATE_FILE, JSON.stringify({ chatPath, fileId }));
+}
+
+async function second() {
+	const { chatPath } = JSON.parse(fs.readFileSync(STATE_FILE, 'utf8'));
+	begin('reload the chat after the container was recreated');
+	await page.goto(`${URL_}${chatPath}`, { waitUntil: 'domcontentloaded' });
+	await page.waitForTimeout(2000);
+	if (new URL(page.url()).pathname.startsWith('/auth')) throw new Error('sent to /auth: the session did not survive');
+	const me = await api('/api/v1/auths/');
+	if (me.status !== 200) throw new Error(`GET /api/v1/auths/ with the stored token: ${me.status} ${me.body}`);
+	done(`still logged in as ${JSON.parse(me.body).email}`);
+
+	begin('the earlier chat and answer are there');
+	await page.getByText(PROMPT).first().waitFor({ timeout: 60_000 });
+	await page.locator('#response-content-container', { hasText: EXPECT }).first().waitFor({ timeout: 30_000 });
+	done(`${chatPath}: the prompt and the answer "${EXPECT}"`);
+}
+
+let failed = null;
+try {
+	if (phase === 'first') await first();
+	else if (phase === 'second') await second();
+	else throw new Error(`unknown phase ${phase}`);
+} catch (e) {
+	failed = e;
+	const shot = path.join(ARTIFACTS, `failure-${phase}.png`);
+	await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+	fs.writeFileSync(path.join(ARTIFACTS, `page-${phase}.html`), await page.content().catch(() => ''));
+	console.error(`  browser: FAILED at "${stepName}": ${e.message}\n  browser: screenshot ${shot}, url ${page.url()}`);
+	if (stepName) steps.push({ name: stepName, ms: Date.now() - stepT, detail: `FAILED: ${e.message}` });
+}
+fs.writeFileSync(path.join(ARTIFACTS, `console-${phase}.log`), consoleLog.join('\n'));
+save();
+await context.close();
+process.exit(failed ? 1 : 0);
