@@ -7,7 +7,8 @@
 //! - [`serve`] / [`request`]: a Unix socket `<state-dir>/run/<project>.sock` (mode
 //!   0600, so only the owner — root for the service — can talk to it) speaking one
 //!   line in, one JSON line out: `status` returns the live state, `renew` asks for an
-//!   immediate certificate order. Commands such as `webui status` use it when a
+//!   immediate certificate order, `updating` / `updated` bracket `webui update`'s
+//!   container swap (the "updating" page is shown and nothing is restarted meanwhile). Commands such as `webui status` use it when a
 //!   supervisor runs and fall back to Docker alone when none does.
 
 use std::fs::{File, OpenOptions};

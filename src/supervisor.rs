@@ -267,6 +267,9 @@ pub struct Live {
     pub last_errors: Vec<ErrorLive>,
     /// Open WebUI was healthy at least once under this supervisor.
     pub ever_healthy: bool,
+    /// `webui update` is swapping the container: the "updating" page is shown and
+    /// nothing is restarted until it says `updated`.
+    pub updating: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -383,6 +386,8 @@ pub mod text {
     pub const STOPPED: &str = "Open WebUI was stopped by its administrator.";
     pub const CRASH_LOOP: &str = "Open WebUI stopped after crashing repeatedly. Its administrator can see why with `webui status`.";
     pub const ENGINE: &str = "Waiting for the container engine to come back.";
+    pub const UPDATING: &str =
+        "A new version is being installed; this page reloads by itself when it is ready.";
 }
 
 /// What the monitor watches and where it reports.
@@ -448,8 +453,41 @@ impl Monitor {
         }
         let mut failures = 0u32;
         let mut next_probe = Instant::now();
+        let mut was_updating = false;
         self.publish(&svcs);
         loop {
+            // While `webui update` swaps the container, watch nothing: it stops,
+            // renames and replaces containers on purpose. Afterwards look again at
+            // everything and forward once the new one answers.
+            let updating = snapshot(&self.live).updating;
+            if updating {
+                was_updating = true;
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = rx.recv() => {}
+                    _ = tokio::time::sleep(POLL_WAITING) => {}
+                }
+                continue;
+            }
+            if was_updating {
+                was_updating = false;
+                healthy = false;
+                failures = 0;
+                next_probe = Instant::now();
+                if docker.is_none() {
+                    docker = docker::connect().await.ok();
+                }
+                if let Some(d) = &docker {
+                    for s in svcs.iter_mut() {
+                        s.exits = Exits::default();
+                        s.stopped = false;
+                        s.stopped_at = None;
+                        s.check_at = None;
+                        self.reinspect(d, s, &mut healthy).await;
+                    }
+                }
+                healthy = false;
+            }
             let next_check = svcs.iter().filter_map(|s| s.check_at).min();
             let wake = next_check.map_or(next_probe, |c| c.min(next_probe));
             tokio::select! {

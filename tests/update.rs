@@ -437,13 +437,13 @@ async fn update_v1_to_v2_keeps_data_and_secret_and_up_keeps_the_new_version() {
     assert_eq!(code(&f), 0, "{}", both(&f));
     assert!(f.stdout.contains("updated "), "{}", f.stdout);
     assert!(f.stdout.contains("backup: "), "{}", f.stdout);
-    // No supervisor "updating" request exists yet: the page shown is the supervisor's
-    // hold page (stopped / starting), a 503 in HTML, never a proxy error.
+    // `webui update` tells the running supervisor: the page during the swap is the
+    // "being updated" one, a 503 in HTML, never a proxy error.
     assert!(
         pages
             .iter()
-            .any(|(s, b)| *s == 503 && b.contains("Open WebUI is")),
-        "a 503 hold page during the swap: {pages:?}"
+            .any(|(s, b)| *s == 503 && b.contains("Open WebUI is being updated")),
+        "the updating page during the swap: {pages:?}"
     );
     assert!(
         pages.iter().all(|(s, _)| *s == 503),

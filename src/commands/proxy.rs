@@ -73,7 +73,7 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
     let _lock = match InstanceLock::acquire(&paths.state_dir, control::PROXY_PROJECT) {
         Ok(lock) => {
             let socket = control::socket_path(&paths.state_dir, control::PROXY_PROJECT);
-            let handler = super::up::control_handler(live, renew, paths.state_dir.clone());
+            let handler = super::up::control_handler(live, renew, paths.state_dir.clone(), None);
             if let Err(e) =
                 control::serve(&socket, handler, sup.token().child_token(), sup.tracker())
             {

@@ -121,7 +121,12 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     let socket = control::socket_path(&paths.state_dir, project.key());
     if let Err(e) = control::serve(
         &socket,
-        control_handler(live.clone(), renew, paths.state_dir.clone()),
+        control_handler(
+            live.clone(),
+            renew,
+            paths.state_dir.clone(),
+            Some(route_tx.clone()),
+        ),
         sup.token().child_token(),
         sup.tracker(),
     ) {
@@ -228,8 +233,21 @@ pub fn control_handler(
     live: SharedLive,
     renew: Option<Arc<Notify>>,
     state_dir: std::path::PathBuf,
+    routes: Option<RouteTx>,
 ) -> control::Handler {
     Arc::new(move |line: &str| match line {
+        // `webui update` brackets its swap with these two.
+        "updating" | "updated" => match &routes {
+            Some(routes) => {
+                let updating = line == "updating";
+                supervisor::edit(&live, |l| l.updating = updating);
+                if updating {
+                    supervisor::hold(routes, &live, Phase::Updating, supervisor::text::UPDATING);
+                }
+                serde_json::json!({ "ok": true })
+            }
+            None => serde_json::json!({ "ok": false, "error": "this webui runs no containers" }),
+        },
         "status" => {
             let mut v = serde_json::to_value(supervisor::snapshot(&live)).unwrap_or_default();
             v["certificates"] =
@@ -248,7 +266,7 @@ pub fn control_handler(
         },
         other => serde_json::json!({
             "ok": false,
-            "error": format!("unknown request `{other}`; known: status, renew"),
+            "error": format!("unknown request `{other}`; known: status, renew, updating, updated"),
         }),
     })
 }

@@ -207,140 +207,153 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         running.shown(),
         target.shown()
     ));
-    printer.line(format!("stopping {name}"));
-    dupdate::stop(&docker, &name).await?;
-    let made = match super::backup::make(&docker, &project, &files, None, &printer).await {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = dupdate::start(&docker, &name).await;
-            return Err(e.context(format!(
-                "the backup failed, so nothing was updated; {name} was started again"
-            )));
-        }
-    };
-    report.backup = Some(made.path.display().to_string());
-    printer.line(format!("backup: {}", made.path.display()));
-    dupdate::rename(&docker, &name, &aside).await?;
-    let new_spec = dupdate::with_image(
-        old_spec.clone(),
-        &target_ref,
-        &img.id,
-        img.digest.as_deref(),
-    );
-    let upstream = labels
-        .get(LABEL_UPSTREAM)
-        .cloned()
-        .unwrap_or_else(|| "http://127.0.0.1:3000".into());
-    let attempt = async {
-        dupdate::create(&docker, &new_spec).await?;
-        dupdate::start(&docker, &name).await?;
-        printer.line(format!(
-            "started {name} from {target_ref}; waiting for it to become healthy (up to {}; migrations can take long)",
-            health::elapsed_text(timeout)
-        ));
-        let mut tick = |_: Duration| {};
-        let took = health::wait(&docker, &name, &upstream, timeout, &printer, &mut tick).await?;
-        printer.line(format!(
-            "{name} answered healthy after {}; watching it for {} more",
-            health::elapsed_text(took),
-            health::elapsed_text(SETTLE)
-        ));
-        dupdate::stays_up(&docker, &name, &upstream, SETTLE).await?;
-        Ok::<Duration, anyhow::Error>(took)
-    }
-    .await;
-
-    match attempt {
-        Ok(took) => {
-            dupdate::remove(&docker, &aside).await?;
-            let at = now_rfc3339();
-            let rec = UpdateRecord {
-                at: at.clone(),
-                from: running.shown(),
-                to: target.shown(),
-                outcome: "updated".into(),
-                detail: None,
-            };
-            let pin = Pin {
-                configured,
-                image: target_ref.clone(),
-                image_id: img.id.clone(),
-                digest: img.digest.clone(),
-                at,
-            };
-            if let Err(e) = History::update(&state, |h| {
-                h.last_update = Some(rec);
-                h.pin = Some(pin);
-            }) {
-                printer.warn(format!("cannot record the update in history.json: {e:#}"));
+    // A running `webui up` shows the "updating" page and leaves the containers alone
+    // until told `updated`, whatever happens below.
+    let socket = crate::control::socket_path(&paths.state_dir, project.key());
+    let supervised = crate::control::request(&socket, "updating")
+        .await
+        .is_some_and(|v| v["ok"] == true);
+    let result = async {
+        printer.line(format!("stopping {name}"));
+        dupdate::stop(&docker, &name).await?;
+        let made = match super::backup::make(&docker, &project, &files, None, &printer).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = dupdate::start(&docker, &name).await;
+                return Err(e.context(format!(
+                    "the backup failed, so nothing was updated; {name} was started again"
+                )));
             }
+        };
+        report.backup = Some(made.path.display().to_string());
+        printer.line(format!("backup: {}", made.path.display()));
+        dupdate::rename(&docker, &name, &aside).await?;
+        let new_spec = dupdate::with_image(
+            old_spec.clone(),
+            &target_ref,
+            &img.id,
+            img.digest.as_deref(),
+        );
+        let upstream = labels
+            .get(LABEL_UPSTREAM)
+            .cloned()
+            .unwrap_or_else(|| "http://127.0.0.1:3000".into());
+        let attempt = async {
+            dupdate::create(&docker, &new_spec).await?;
+            dupdate::start(&docker, &name).await?;
             printer.line(format!(
-                "updated {name} to {} (healthy after {}); backup of the data before: {}",
-                target.shown(),
+                "started {name} from {target_ref}; waiting for it to become healthy (up to {}; migrations can take long)",
+                health::elapsed_text(timeout)
+            ));
+            let mut tick = |_: Duration| {};
+            let took = health::wait(&docker, &name, &upstream, timeout, &printer, &mut tick).await?;
+            printer.line(format!(
+                "{name} answered healthy after {}; watching it for {} more",
                 health::elapsed_text(took),
-                made.path.display()
+                health::elapsed_text(SETTLE)
             ));
-            report.outcome = "updated";
-            print_json(cmd.json, &report)?;
-            Ok(0)
+            dupdate::stays_up(&docker, &name, &upstream, SETTLE).await?;
+            Ok::<Duration, anyhow::Error>(took)
         }
-        Err(why) => {
-            let why_text = crate::error::render(&why)
-                .trim_start_matches("error: ")
-                .to_string();
-            printer.warn(format!("the new version did not come up: {why_text}"));
-            let log_file = save_logs(&docker, &name, &state).await;
-            printer.line(format!(
-                "rolling back to {} and restoring the data from {}",
-                running.shown(),
-                made.path.display()
-            ));
-            let rolled = rollback(
-                &docker, &name, &aside, &made.path, &files, &upstream, timeout, &printer,
-            )
-            .await;
-            let (outcome, detail) = match &rolled {
-                Ok(()) => ("rolled-back", why_text.clone()),
-                Err(e) => ("failed", format!("{why_text}; rollback failed: {e:#}")),
-            };
-            let rec = UpdateRecord {
-                at: now_rfc3339(),
-                from: running.shown(),
-                to: target.shown(),
-                outcome: outcome.into(),
-                detail: Some(detail),
-            };
-            let _ = History::update(&state, |h| h.last_update = Some(rec));
-            let logs_hint = match &log_file {
-                Some(p) => format!("the failed start's logs are in {}", p.display()),
-                None => "the failed start's logs could not be saved".to_string(),
-            };
-            report.outcome = if rolled.is_ok() {
-                "rolled-back"
-            } else {
-                "failed"
-            };
-            let _ = print_json(cmd.json, &report);
-            match rolled {
-                Ok(()) => Err(UserError::new(format!(
-                    "update of {name} to {} failed and was rolled back: {} runs again with the data from before the update ({})",
+        .await;
+
+        match attempt {
+            Ok(took) => {
+                dupdate::remove(&docker, &aside).await?;
+                let at = now_rfc3339();
+                let rec = UpdateRecord {
+                    at: at.clone(),
+                    from: running.shown(),
+                    to: target.shown(),
+                    outcome: "updated".into(),
+                    detail: None,
+                };
+                let pin = Pin {
+                    configured,
+                    image: target_ref.clone(),
+                    image_id: img.id.clone(),
+                    digest: img.digest.clone(),
+                    at,
+                };
+                if let Err(e) = History::update(&state, |h| {
+                    h.last_update = Some(rec);
+                    h.pin = Some(pin);
+                }) {
+                    printer.warn(format!("cannot record the update in history.json: {e:#}"));
+                }
+                printer.line(format!(
+                    "updated {name} to {} (healthy after {}); backup of the data before: {}",
                     target.shown(),
+                    health::elapsed_text(took),
+                    made.path.display()
+                ));
+                report.outcome = "updated";
+                print_json(cmd.json, &report)?;
+                Ok(0)
+            }
+            Err(why) => {
+                let why_text = crate::error::render(&why)
+                    .trim_start_matches("error: ")
+                    .to_string();
+                printer.warn(format!("the new version did not come up: {why_text}"));
+                let log_file = save_logs(&docker, &name, &state).await;
+                printer.line(format!(
+                    "rolling back to {} and restoring the data from {}",
                     running.shown(),
                     made.path.display()
-                ))
-                .hint(format!(
-                    "{logs_hint}; `webui{} logs open-webui` shows the running version",
-                    project.flag()
-                ))
-                .into()),
-                Err(e) => Err(e.context(format!(
-                    "update of {name} to {} failed ({why_text}) and the rollback failed too; the backup is {} (`webui restore` it); {logs_hint}",
-                    target.shown(),
-                    made.path.display()
-                ))),
+                ));
+                let rolled = rollback(
+                    &docker, &name, &aside, &made.path, &files, &upstream, timeout, &printer,
+                )
+                .await;
+                let (outcome, detail) = match &rolled {
+                    Ok(()) => ("rolled-back", why_text.clone()),
+                    Err(e) => ("failed", format!("{why_text}; rollback failed: {e:#}")),
+                };
+                let rec = UpdateRecord {
+                    at: now_rfc3339(),
+                    from: running.shown(),
+                    to: target.shown(),
+                    outcome: outcome.into(),
+                    detail: Some(detail),
+                };
+                let _ = History::update(&state, |h| h.last_update = Some(rec));
+                let logs_hint = match &log_file {
+                    Some(p) => format!("the failed start's logs are in {}", p.display()),
+                    None => "the failed start's logs could not be saved".to_string(),
+                };
+                report.outcome = if rolled.is_ok() {
+                    "rolled-back"
+                } else {
+                    "failed"
+                };
+                let _ = print_json(cmd.json, &report);
+                match rolled {
+                    Ok(()) => Err(UserError::new(format!(
+                        "update of {name} to {} failed and was rolled back: {} runs again with the data from before the update ({})",
+                        target.shown(),
+                        running.shown(),
+                        made.path.display()
+                    ))
+                    .hint(format!(
+                        "{logs_hint}; `webui{} logs open-webui` shows the running version",
+                        project.flag()
+                    ))
+                    .into()),
+                    Err(e) => Err(e.context(format!(
+                        "update of {name} to {} failed ({why_text}) and the rollback failed too; the backup is {} (`webui restore` it); {logs_hint}",
+                        target.shown(),
+                        made.path.display()
+                    ))),
+                }
             }
         }
     }
+    .await;
+    if supervised {
+        let _ = crate::control::request(&socket, "updated").await;
+    }
+    result
 }
 
 /// Removes the failed container, restores the data into the old one (stopped), puts
