@@ -8,8 +8,9 @@
 //!   0600, so only the owner — root for the service — can talk to it) speaking one
 //!   line in, one JSON line out: `status` returns the live state, `renew` asks for an
 //!   immediate certificate order, `updating` / `updated` bracket `webui update`'s
-//!   container swap (the "updating" page is shown and nothing is restarted meanwhile). Commands such as `webui status` use it when a
-//!   supervisor runs and fall back to Docker alone when none does.
+//!   container swap (the "updating" page is shown and nothing is restarted
+//!   meanwhile). Commands such as `webui status` use it when a supervisor runs and
+//!   fall back to Docker alone when none does.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
