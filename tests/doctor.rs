@@ -120,7 +120,7 @@ async fn doctor_passes_a_healthy_stack_and_names_what_breaks() {
         &format!("port {}", squatter.local_addr().unwrap().port()),
     );
     assert_eq!(s, "fail", "{c}");
-    assert!(c.contains("held by") && c.contains("behind-proxy"), "{c}");
+    assert!(c.contains("held by") && c.contains("config export"), "{c}");
     let (s, c) = status_of(&v, "DNS nowhere.invalid");
     assert_eq!(s, "fail", "{c}");
     assert!(c.contains("A (and AAAA) record"), "{c}");

@@ -133,7 +133,7 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
                 &name,
                 Status::Fail,
                 format!("held by {holder}"),
-                Some("stop that server, or run `webui up --behind-proxy` and `webui config export nginx|apache|caddy` to keep it"),
+                Some("stop that server, or keep it in front: `webui config export nginx|apache|caddy` prints its site configuration"),
             )),
             None => checks.push(check(
                 &name,
