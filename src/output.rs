@@ -22,6 +22,19 @@ impl Printer {
         self.terminal && !self.quiet
     }
 
+    /// A spinner for a wait, on a terminal only; None means: print plain lines.
+    pub fn spinner(&self) -> Option<indicatif::ProgressBar> {
+        self.is_terminal().then(|| {
+            let pb = indicatif::ProgressBar::new_spinner();
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+            pb
+        })
+    }
+
     /// A line of normal output (suppressed by -q).
     pub fn line(&self, msg: impl AsRef<str>) {
         if !self.quiet {

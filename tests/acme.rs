@@ -52,6 +52,32 @@ async fn wait_for_issued(p: &Webui, name: &str, roots_pem: &[u8], timeout: Durat
     }
 }
 
+/// A client TLS config trusting `root_pem` only, and the file holding it.
+fn trusting(root_pem: &str) -> (tempfile::NamedTempFile, rustls::ClientConfig) {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, root_pem.as_bytes()).unwrap();
+    let tls = webui::client_tls(&[file.path()], &[b"http/1.1"]);
+    (file, tls)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A websocket to the stand-in's echo through the proxy, verified for `domain`.
+async fn wss(p: &Webui, domain: &str, tls: &rustls::ClientConfig) -> Ws {
+    let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(domain.to_string()).unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls.clone()))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://{domain}:{}/ws", p.https[0].port());
+    tokio_tungstenite::client_async(url, stream)
+        .await
+        .unwrap()
+        .0
+}
+
 fn acme_proxy(
     state: &Path,
     upstream: &str,
@@ -108,12 +134,9 @@ async fn http01_issues_a_certificate_and_a_restart_reuses_it() {
     assert!(p.wait_for_output("answered HTTP-01 challenge", Duration::from_secs(1)));
 
     // Through the issued certificate, the site works.
-    let tls = webui::client_tls(&[], &[b"http/1.1"]);
-    drop(tls);
-    let mut roots_file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut roots_file, root.as_bytes()).unwrap();
+    let (_roots, tls) = trusting(&root);
     let c = reqwest::Client::builder()
-        .tls_backend_preconfigured(webui::client_tls(&[roots_file.path()], &[b"http/1.1"]))
+        .tls_backend_preconfigured(tls)
         .resolve(domain, p.https[0])
         .build()
         .unwrap();
@@ -357,20 +380,10 @@ async fn renewal_by_lifetime_swaps_the_certificate_without_dropping_anyone() {
     let root = pebble.root_pem().await;
     let first = wait_for_issued(&p, domain, root.as_bytes(), Duration::from_secs(60)).await;
 
-    let mut roots_file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut roots_file, root.as_bytes()).unwrap();
-    let tls = webui::client_tls(&[roots_file.path()], &[b"http/1.1"]);
+    let (_roots, tls) = trusting(&root);
 
     // A websocket and an SSE stream opened on the first certificate.
-    let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
-        format!("wss://{domain}:{https}/ws"),
-        tcp,
-        None,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls.clone()))),
-    )
-    .await
-    .unwrap();
+    let mut ws = wss(&p, domain, &tls).await;
     let stream_client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls.clone())
         .resolve(domain, p.https[0])
@@ -535,18 +548,8 @@ async fn cert_renew_force_swaps_the_certificate_while_a_websocket_stays_open() {
     let root = pebble.root_pem().await;
     let first = wait_for_issued(&p, domain, root.as_bytes(), Duration::from_secs(60)).await;
 
-    let mut roots_file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut roots_file, root.as_bytes()).unwrap();
-    let tls = webui::client_tls(&[roots_file.path()], &[b"http/1.1"]);
-    let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
-        format!("wss://{domain}:{https}/ws"),
-        tcp,
-        None,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
-    )
-    .await
-    .unwrap();
+    let (_roots, tls) = trusting(&root);
+    let mut ws = wss(&p, domain, &tls).await;
 
     let out = webui::run(
         state.path(),

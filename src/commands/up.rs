@@ -26,7 +26,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use tokio::sync::Notify;
 
 use super::site;
@@ -286,15 +286,7 @@ async fn first_health(
     if matches!(*rx.borrow_and_update(), Route::Forward(_)) {
         return Ok(true);
     }
-    let spinner = printer.is_terminal().then(|| {
-        let pb = ProgressBar::new_spinner();
-        pb.set_style(
-            ProgressStyle::with_template("{spinner} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        pb.enable_steady_tick(Duration::from_millis(120));
-        pb
-    });
+    let spinner = printer.spinner();
     if spinner.is_none() {
         printer.line(format!(
             "waiting for {} to answer on {}/health",

@@ -548,7 +548,8 @@ pub fn start_error(name: &str, message: &str) -> Option<anyhow::Error> {
     None
 }
 
-async fn stop(docker: &Docker, name: &str) -> anyhow::Result<()> {
+/// Stops a container; already stopped or gone is fine.
+pub async fn stop(docker: &Docker, name: &str) -> anyhow::Result<()> {
     let opts = StopContainerOptions {
         t: Some(STOP_TIMEOUT_SECS),
         signal: None,

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::logs;
 use crate::error::UserError;
@@ -153,15 +152,7 @@ pub async fn wait(
 ) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let restarts_at_start = restart_count(docker, container).await.unwrap_or(0);
-    let spinner = printer.is_terminal().then(|| {
-        let pb = ProgressBar::new_spinner();
-        pb.set_style(
-            ProgressStyle::with_template("{spinner} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        pb.enable_steady_tick(Duration::from_millis(120));
-        pb
-    });
+    let spinner = printer.spinner();
     if spinner.is_none() {
         printer.line(format!(
             "waiting for {container} to answer on {upstream}/health"

@@ -12,11 +12,10 @@ use std::collections::BTreeMap;
 use bollard::Docker;
 use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
+    CreateContainerOptions, RemoveContainerOptions, RenameContainerOptions,
 };
 
 use super::Role;
-use super::ensure::STOP_TIMEOUT_SECS;
 use super::spec::{
     ContainerSpec, LABEL_DIGEST, LABEL_HASH, LABEL_MANAGED, LABEL_PROJECT, LABEL_ROLE, LABEL_SPEC,
     Net, Publish,
@@ -160,20 +159,7 @@ pub fn with_image(
     spec
 }
 
-pub async fn stop(docker: &Docker, name: &str) -> anyhow::Result<()> {
-    let opts = StopContainerOptions {
-        t: Some(STOP_TIMEOUT_SECS),
-        signal: None,
-    };
-    match docker.stop_container(name, Some(opts)).await {
-        Ok(()) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 304, ..
-        }) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot stop container {name}"))),
-    }
-}
+pub use super::ensure::stop;
 
 pub async fn rename(docker: &Docker, from: &str, to: &str) -> anyhow::Result<()> {
     docker
