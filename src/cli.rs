@@ -206,6 +206,18 @@ pub enum Command {
         webui doctor --domain chat.example.com --json")]
     Doctor(DoctorCmd),
 
+    /// Print the version, git commit and build date; with --check, whether a newer
+    /// release exists (only when a release URL is configured)
+    #[command(after_help = "Examples:\n  \
+        webui version\n  \
+        WEBUI_RELEASE_URL=https://example.com/webui/latest.json webui version --check\n  \
+        webui version --check --json | jq .check.newer\n\n\
+        The release URL answers JSON like {\"version\": \"0.2.0\", \"url\": \"https://...\"}. Without\n\
+        one, --check says so and makes no network call. Exit status: 0, also when a newer\n\
+        release exists (read the output or `check.newer`); 1 when the release URL cannot\n\
+        be reached or does not answer that document.")]
+    Version(VersionCmd),
+
     /// Print a shell completion script
     #[command(after_help = "Examples:\n  \
         webui completions bash > /etc/bash_completion.d/webui\n  \
@@ -736,11 +748,32 @@ pub enum ServiceAction {
     Status,
 }
 
+#[derive(Debug, Clone, Default, Args)]
+pub struct VersionCmd {
+    /// Say whether a newer release exists (asks the release URL, if one is configured)
+    #[arg(long)]
+    pub check: bool,
+
+    /// Machine-readable output (schema in the `webui::commands::version` docs)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Where --check reads the latest release (a JSON document) [default: none: no
+    /// check is made]
+    #[arg(long, env = "WEBUI_RELEASE_URL", value_name = "URL")]
+    pub release_url: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct DoctorCmd {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// Ask this DNS server (IP:PORT) for the domains' A/AAAA records instead of the
+    /// system's resolver, e.g. the authoritative server, or 1.1.1.1:53 to skip a stale
+    /// local cache
+    #[arg(long, env = "WEBUI_DNS_RESOLVER", value_name = "IP:PORT")]
+    pub resolver: Option<String>,
 
     #[command(flatten)]
     pub proxy: ProxyArgs,

@@ -1,6 +1,7 @@
 //! `webui doctor` against a real stack (dockerd, the stand-in images): all clear when
 //! healthy, and the matching FAIL with its fix when Ollama is down, port 80 is taken
-//! by another server, or a name does not resolve.
+//! by another server, or a name does not resolve; DNS answers checked against a
+//! resolver the test controls (pebble-challtestsrv).
 
 mod support;
 #[path = "supervision_support/mod.rs"]
@@ -120,7 +121,15 @@ async fn doctor_passes_a_healthy_stack_and_names_what_breaks() {
         &format!("port {}", squatter.local_addr().unwrap().port()),
     );
     assert_eq!(s, "fail", "{c}");
-    assert!(c.contains("held by") && c.contains("config export"), "{c}");
+    // The holder is named: this test process.
+    assert!(
+        c.contains("held by ") && c.contains(&format!("pid {}", std::process::id())),
+        "{c}"
+    );
+    assert!(
+        c.contains("--behind-proxy") && c.contains("config export"),
+        "{c}"
+    );
     let (s, c) = status_of(&v, "DNS nowhere.invalid");
     assert_eq!(s, "fail", "{c}");
     assert!(c.contains("A (and AAAA) record"), "{c}");
@@ -139,4 +148,82 @@ async fn doctor_passes_a_healthy_stack_and_names_what_breaks() {
     );
     drop(squatter);
     stop(w);
+}
+
+/// `doctor --json` for `domain` with the given resolver setting, on ports where
+/// nothing listens; the DNS check's status and JSON.
+fn dns_check(state: &std::path::Path, domain: &str, resolver: (&str, &str)) -> (String, String) {
+    let (https, http) = (free_port().to_string(), free_port().to_string());
+    let mut cmd = support::webui::command(state);
+    cmd.args([
+        "--project",
+        "t-doctor-dns",
+        "doctor",
+        "--json",
+        "--self-signed",
+    ])
+    .args(["--domain", domain, "--listen"])
+    .arg(format!("127.0.0.1:{https}"))
+    .arg("--http-listen")
+    .arg(format!("127.0.0.1:{http}"));
+    match resolver {
+        ("flag", r) => {
+            cmd.args(["--resolver", r]);
+        }
+        (_, r) => {
+            cmd.env("WEBUI_DNS_RESOLVER", r);
+        }
+    }
+    let f = support::webui::finish(cmd, RUN);
+    let v: Value = serde_json::from_str(&f.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}\n{}\n{}", f.stdout, f.stderr));
+    assert_eq!(
+        v["failed"].as_u64().map(|n| n > 0),
+        Some(f.status.code() == Some(3)),
+        "exit 3 exactly when a check failed: {v}"
+    );
+    let (s, c) = status_of(&v, &format!("DNS {domain}"));
+    (s.to_string(), c)
+}
+
+#[tokio::test]
+async fn doctor_checks_dns_answers_from_a_resolver_the_test_controls() {
+    let Some(dns) = support::pebble::DnsServer::start() else {
+        return;
+    };
+    let state = support::webui::state_dir();
+    let resolver = dns.dns.to_string();
+    let name = "chat.doctor.test";
+
+    // A wrong answer: an address of no interface here, where nothing serves this site.
+    dns.set_a(name, &["198.51.100.7"]).await;
+    let (s, c) = dns_check(state.path(), name, ("flag", &resolver));
+    assert_eq!(s, "fail", "{c}");
+    assert!(
+        c.contains("198.51.100.7") && c.contains("not an address of this host"),
+        "the evidence names the wrong answer: {c}"
+    );
+    assert!(c.contains("point the A/AAAA records"), "with the fix: {c}");
+    assert!(c.contains(&resolver), "and the resolver asked: {c}");
+
+    // The right answer (an address of this host), through WEBUI_DNS_RESOLVER.
+    dns.set_a(name, &["127.0.0.1"]).await;
+    let (s, c) = dns_check(state.path(), name, ("env", &resolver));
+    assert_eq!(s, "pass", "{c}");
+    assert!(c.contains("resolves to 127.0.0.1"), "{c}");
+
+    // One good and one wrong AAAA: the wrong one fails the check.
+    dns.set_aaaa(name, &["2001:db8::7"]).await;
+    let (s, c) = dns_check(state.path(), name, ("flag", &resolver));
+    assert_eq!(s, "fail", "{c}");
+    assert!(c.contains("2001:db8::7"), "{c}");
+
+    // A resolver that is not an address: exit 1, before any check.
+    let f = support::webui::run(
+        state.path(),
+        &["doctor", "--resolver", "dns.example.com"],
+        RUN,
+    );
+    assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+    assert!(f.stderr.contains("127.0.0.1:53"), "{}", f.stderr);
 }

@@ -21,6 +21,7 @@ use crate::config::{Paths, resolve};
 use crate::docker::project::ProjectState;
 use crate::docker::spec::Names;
 use crate::docker::{self, Role, health, host};
+use crate::error::UserError;
 use crate::output::Printer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,6 +57,7 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
     let project = Project::resolve(global.project.as_deref())?;
     let names = Names::new(&project);
     let run = ProjectState::new(&paths.state_dir, &project).run_info();
+    let resolver = cmd.resolver.as_deref().map(parse_resolver).transpose()?;
     let mut checks = Vec::new();
 
     // Docker.
@@ -133,7 +135,7 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
                 &name,
                 Status::Fail,
                 format!("held by {holder}"),
-                Some("stop that server, or keep it in front: `webui config export nginx|apache|caddy` prints its site configuration"),
+                Some("stop that server, or keep it in front: `webui up --behind-proxy` runs Open WebUI without a listener of its own, and `webui config export nginx|apache|caddy --domain NAME` prints the site for that server"),
             )),
             None => checks.push(check(
                 &name,
@@ -145,52 +147,8 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
     }
 
     // DNS for each domain.
-    let local: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .map(|v| v.into_iter().map(|i| i.ip()).collect())
-        .unwrap_or_default();
     for d in &settings.domains {
-        let name = format!("DNS {d}");
-        match tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio::net::lookup_host((d.as_str(), 443)),
-        )
-        .await
-        {
-            Ok(Ok(addrs)) => {
-                let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                let elsewhere: Vec<String> = addrs
-                    .iter()
-                    .filter(|ip| !local.contains(ip))
-                    .map(|ip| ip.to_string())
-                    .collect();
-                let list = addrs
-                    .iter()
-                    .map(|ip| ip.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if elsewhere.is_empty() {
-                    checks.push(check(
-                        &name,
-                        Status::Pass,
-                        format!("resolves to {list}, addresses of this host"),
-                        None,
-                    ));
-                } else {
-                    checks.push(check(
-                        &name,
-                        Status::Warn,
-                        format!("resolves to {list}; {} is not an address of this host (fine behind NAT)", elsewhere.join(", ")),
-                        Some("point the A/AAAA records at this server's public address if it is not behind NAT"),
-                    ));
-                }
-            }
-            _ => checks.push(check(
-                &name,
-                Status::Fail,
-                "does not resolve",
-                Some("create an A (and AAAA) record for the name pointing at this server"),
-            )),
-        }
+        checks.push(dns(d, resolver, &settings, run.as_ref()).await);
     }
 
     // Through the proxy: redirect, certificate, websocket, health.
@@ -357,6 +315,179 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
         });
     }
     Ok(if failed == 0 { 0 } else { 3 })
+}
+
+/// `--resolver IP:PORT` (a DNS server), e.g. `127.0.0.1:8053` or `[::1]:53`.
+fn parse_resolver(s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| {
+            UserError::new(format!(
+                "--resolver `{s}` is not a DNS server address; write it like 127.0.0.1:53 or [::1]:5353"
+            ))
+            .into()
+        })
+}
+
+/// The A and AAAA answers for `name`: from `resolver` when given (one DNS server, UDP
+/// then TCP, no /etc/hosts), else from the system's resolver.
+async fn lookup(name: &str, resolver: Option<SocketAddr>) -> anyhow::Result<Vec<IpAddr>> {
+    use hickory_resolver::Resolver;
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+    let Some(server) = resolver else {
+        let addrs = tokio::net::lookup_host((name, 443)).await?;
+        let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+        ips.dedup();
+        return Ok(ips);
+    };
+    let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+    for c in &mut ns.connections {
+        c.port = server.port();
+    }
+    let mut builder = Resolver::builder_with_config(
+        ResolverConfig::from_parts(None, Vec::new(), vec![ns]),
+        TokioRuntimeProvider::default(),
+    );
+    builder.options_mut().timeout = Duration::from_secs(3);
+    builder.options_mut().attempts = 2;
+    let r = builder.build()?;
+    let fqdn = format!("{}.", name.trim_end_matches('.'));
+    let (a, aaaa) = tokio::join!(r.ipv4_lookup(fqdn.as_str()), r.ipv6_lookup(fqdn.as_str()));
+    let mut ips = Vec::new();
+    let mut errors = Vec::new();
+    for l in [a, aaaa] {
+        match l {
+            Ok(l) => ips.extend(l.answers().iter().filter_map(|r| r.data.ip_addr())),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {}
+            Err(e) => errors.push(format!("{e}")),
+        }
+    }
+    match errors.first() {
+        Some(e) if ips.is_empty() => Err(anyhow::anyhow!("{server}: {e}")),
+        _ => Ok(ips),
+    }
+}
+
+/// A domain's A/AAAA records against this host: each answer must be an address of this
+/// host, or (behind NAT) lead to a server presenting the same certificate as this
+/// host's HTTPS listener.
+async fn dns(
+    domain: &str,
+    resolver: Option<SocketAddr>,
+    settings: &crate::config::ProxySettings,
+    run: Option<&crate::docker::project::RunInfo>,
+) -> Check {
+    let name = format!("DNS {domain}");
+    let asked = match resolver {
+        Some(r) => format!(" (asked {r})"),
+        None => String::new(),
+    };
+    let ips = match tokio::time::timeout(Duration::from_secs(10), lookup(domain, resolver)).await {
+        Ok(Ok(ips)) if !ips.is_empty() => ips,
+        Ok(Ok(_)) => {
+            return check(
+                &name,
+                Status::Fail,
+                format!("no A or AAAA record{asked}"),
+                Some("create an A (and AAAA) record for the name pointing at this server"),
+            );
+        }
+        Ok(Err(e)) => {
+            return check(
+                &name,
+                Status::Fail,
+                format!("does not resolve{asked}: {e:#}"),
+                Some("create an A (and AAAA) record for the name pointing at this server"),
+            );
+        }
+        Err(_) => {
+            return check(
+                &name,
+                Status::Fail,
+                format!("no DNS answer within 10 s{asked}"),
+                Some("check /etc/resolv.conf (or --resolver) and the name's DNS servers"),
+            );
+        }
+    };
+    let local: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|v| v.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default();
+    let list = ips
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let elsewhere: Vec<IpAddr> = ips
+        .iter()
+        .copied()
+        .filter(|ip| !local.contains(ip))
+        .collect();
+    if elsewhere.is_empty() {
+        return check(
+            &name,
+            Status::Pass,
+            format!("resolves to {list}{asked}, addresses of this host"),
+            None,
+        );
+    }
+    // Behind NAT the public address is not on an interface: it is right when it leads
+    // here, i.e. serves the very certificate this host serves.
+    let https = first_local(&settings.listen, run.map(|r| r.https.as_slice()))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 443)));
+    let ours = leaf(https, domain).await.ok();
+    let mut wrong = Vec::new();
+    for ip in &elsewhere {
+        let theirs = leaf(SocketAddr::new(*ip, https.port()), domain).await.ok();
+        if ours.is_none() || theirs != ours {
+            wrong.push(ip.to_string());
+        }
+    }
+    if wrong.is_empty() {
+        return check(
+            &name,
+            Status::Pass,
+            format!(
+                "resolves to {list}{asked}; reaches this host through NAT (same certificate on port {})",
+                https.port()
+            ),
+            None,
+        );
+    }
+    check(
+        &name,
+        Status::Fail,
+        format!(
+            "resolves to {list}{asked}; {} is not an address of this host and does not lead here (no matching certificate on port {})",
+            wrong.join(", "),
+            https.port()
+        ),
+        Some(
+            "point the A/AAAA records at this server's public address (behind NAT: forward ports 80 and 443 to it); old answers may be cached for the record's TTL",
+        ),
+    )
+}
+
+/// The leaf certificate served at `addr` for `name`, whatever its trust.
+async fn leaf(addr: SocketAddr, name: &str) -> anyhow::Result<Vec<u8>> {
+    let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+        .await??;
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string())?;
+    let s =
+        tokio::time::timeout(Duration::from_secs(5), connector.connect(server_name, tcp)).await??;
+    s.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("no certificate"))
 }
 
 /// A loopback address to reach a listener on: the running supervisor's actual

@@ -14,6 +14,7 @@ pub mod site;
 pub mod status;
 pub mod up;
 pub mod update;
+pub mod version;
 
 use crate::cli::{Cli, Command};
 use crate::output::Printer;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Backup(cmd) => backup::run(&cli.global, cmd, printer).await,
         Command::Restore(cmd) => restore::run(&cli.global, cmd, printer).await,
         Command::Doctor(cmd) => doctor::run(&cli.global, cmd, printer).await,
+        Command::Version(cmd) => version::run(&cli.global, cmd, printer).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "webui", &mut std::io::stdout());

@@ -55,6 +55,8 @@ pub struct FileConfig {
     pub env_file: Option<PathBuf>,
     pub aiohttp_timeout: Option<String>,
     pub health_timeout: Option<String>,
+    // `webui version --check`
+    pub release_url: Option<String>,
 }
 
 impl FileConfig {

@@ -89,7 +89,7 @@ fn bind_error(addr: SocketAddr, flag: &str, e: std::io::Error) -> anyhow::Error 
                 .unwrap_or_default();
             UserError::new(format!("cannot listen on {addr}: the port is already in use{holder}"))
                 .hint(format!(
-                    "stop the other server (often nginx or apache: `ss -ltnp 'sport = :{}'` shows it), or choose another address with {flag}; to keep that server in front, `webui config export nginx|apache|caddy` prints its site configuration",
+                    "stop the other server (often nginx or apache: `ss -ltnp 'sport = :{}'` shows it), or choose another address with {flag}; to keep that server in front, run `webui up --behind-proxy` and give it the site from `webui config export nginx|apache|caddy`",
                     addr.port()
                 ))
                 .into()

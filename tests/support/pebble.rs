@@ -111,15 +111,7 @@ impl Pebble {
         let dns_port = free_port();
         let dns_mgmt = free_port();
         let mgmt_port = free_port();
-        let dns = Command::new(&dns_bin)
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pebble-challtestsrv");
+        let dns = challtestsrv(&dns_bin, dns_port, dns_mgmt);
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{acme_port}"),
@@ -189,6 +181,100 @@ impl Pebble {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("pebble.log")).unwrap_or_default()
+    }
+}
+
+/// pebble-challtestsrv answering DNS on 127.0.0.1:`dns_port` (127.0.0.1 for every
+/// name, no AAAA, unless told otherwise on `mgmt_port`), no challenge servers.
+fn challtestsrv(bin: &std::path::Path, dns_port: u16, mgmt_port: u16) -> Child {
+    Command::new(bin)
+        .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+        .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+        .args(["-management", &format!("127.0.0.1:{mgmt_port}")])
+        .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pebble-challtestsrv")
+}
+
+/// pebble-challtestsrv alone: a DNS server whose answers the test sets through its
+/// management API. Killed on drop.
+pub struct DnsServer {
+    child: Child,
+    /// Where it answers DNS (UDP and TCP).
+    pub dns: SocketAddr,
+    management: SocketAddr,
+}
+
+impl DnsServer {
+    /// None when pebble is not installed (outside CI only).
+    pub fn start() -> Option<DnsServer> {
+        let (_, bin, ..) = files()?;
+        let (dns_port, mgmt_port) = (free_port(), free_port());
+        let s = DnsServer {
+            child: challtestsrv(&bin, dns_port, mgmt_port),
+            dns: format!("127.0.0.1:{dns_port}").parse().unwrap(),
+            management: format!("127.0.0.1:{mgmt_port}").parse().unwrap(),
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(s.management).is_err()
+            || std::net::TcpStream::connect(s.dns).is_err()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "pebble-challtestsrv did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(s)
+    }
+
+    /// Answers `host`'s A queries with `addresses` from now on.
+    pub async fn set_a(&self, host: &str, addresses: &[&str]) {
+        self.manage("clear-a", serde_json::json!({ "host": host }))
+            .await;
+        self.manage(
+            "add-a",
+            serde_json::json!({ "host": host, "addresses": addresses }),
+        )
+        .await;
+    }
+
+    /// Answers `host`'s AAAA queries with `addresses` from now on.
+    pub async fn set_aaaa(&self, host: &str, addresses: &[&str]) {
+        self.manage("clear-aaaa", serde_json::json!({ "host": host }))
+            .await;
+        self.manage(
+            "add-aaaa",
+            serde_json::json!({ "host": host, "addresses": addresses }),
+        )
+        .await;
+    }
+
+    async fn manage(&self, what: &str, body: serde_json::Value) {
+        let tls = super::webui::client_tls(&[], &[b"http/1.1"]);
+        let res = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .unwrap()
+            .post(format!("http://{}/{what}", self.management))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("challtestsrv /{what}: {e}"));
+        assert!(
+            res.status().is_success(),
+            "challtestsrv /{what}: {}",
+            res.status()
+        );
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -48,8 +48,16 @@ pub struct Finished {
 /// Runs `webui` to completion (bounded), for commands that exit. Output is read
 /// while the command runs, so a long output cannot fill the pipe and stall it.
 pub fn run(state_dir: &Path, args: &[&str], timeout: Duration) -> Finished {
-    let child = command(state_dir)
-        .args(args)
+    let mut cmd = command(state_dir);
+    cmd.args(args);
+    finish(cmd, timeout)
+}
+
+/// Runs a prepared command (e.g. from [`command`] with extra environment) to
+/// completion, bounded like [`run`].
+pub fn finish(mut cmd: Command, timeout: Duration) -> Finished {
+    let what = format!("{:?}", cmd.get_args().collect::<Vec<_>>());
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -66,7 +74,7 @@ pub fn run(state_dir: &Path, args: &[&str], timeout: Duration) -> Finished {
                 .arg("-KILL")
                 .arg(pid.to_string())
                 .status();
-            panic!("webui {args:?} did not exit within {timeout:?}");
+            panic!("webui {what} did not exit within {timeout:?}");
         }
     };
     Finished {
