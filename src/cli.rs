@@ -313,6 +313,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "WEBUI_CONNECT_TIMEOUT", value_name = "DURATION")]
     pub connect_timeout: Option<String>,
 
+    /// Time allowed for the upstream to start answering once the request was sent;
+    /// then 504 [default: 10m]
+    #[arg(long, env = "WEBUI_RESPONSE_TIMEOUT", value_name = "DURATION")]
+    pub response_timeout: Option<String>,
+
     /// Close a WebSocket after this long without traffic in either direction [default: 1h]
     #[arg(long, env = "WEBUI_WS_IDLE_TIMEOUT", value_name = "DURATION")]
     pub ws_idle_timeout: Option<String>,

@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub trusted_proxy: Option<Vec<String>>,
     pub no_hsts: Option<bool>,
     pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
     pub ws_idle_timeout: Option<String>,
     pub handshake_timeout: Option<String>,
     pub header_timeout: Option<String>,

@@ -66,6 +66,7 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<IpNet>,
     pub hsts: bool,
     pub connect_timeout: Duration,
+    pub response_timeout: Duration,
     pub ws_idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,
@@ -75,6 +76,9 @@ pub struct ProxySettings {
 }
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer than Open WebUI's own wait for a model provider (AIOHTTP_CLIENT_TIMEOUT,
+/// 5 min by default), so its answer, even an error, arrives first.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_WS_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -240,6 +244,12 @@ pub fn proxy(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySettings
             &cli.connect_timeout,
             &file.connect_timeout,
             DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        response_timeout: duration_or(
+            "--response-timeout",
+            &cli.response_timeout,
+            &file.response_timeout,
+            DEFAULT_RESPONSE_TIMEOUT,
         )?,
         ws_idle_timeout: duration_or(
             "--ws-idle-timeout",

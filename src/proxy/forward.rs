@@ -3,7 +3,9 @@
 //! Architecture Invariant: no body is ever buffered. Request bodies go to the upstream
 //! frame by frame; each response frame is handed to hyper as soon as it arrives, so
 //! SSE and NDJSON streams reach the client as they are produced. There is no read
-//! timeout on upstream bodies (generations run for minutes), only a connect timeout.
+//! timeout on upstream bodies (generations run for minutes), only a connect timeout
+//! and a response timeout (`--response-timeout`, from the request sent in full to
+//! the response head: an upstream that accepts and never answers gets a 504).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -104,16 +106,34 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         .boxed(),
         None => body.map_err(BoxError::from).boxed(),
     };
-    let mut out = Request::new(body);
+    let (sent_tx, sent_rx) = tokio::sync::watch::channel(false);
+    let body = Sent {
+        inner: body,
+        done: sent_tx,
+    };
+    body.check_end();
+    let mut out = Request::new(body.boxed());
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.version_mut() = http::Version::HTTP_11;
     *out.headers_mut() = headers;
 
     let sent = Instant::now();
-    let mut res = match shared.client.request(out).await {
-        Ok(res) => res,
-        Err(e) => {
+    let answered = within(shared.response_timeout, sent_rx, shared.client.request(out));
+    let mut res = match answered.await {
+        Some(Ok(res)) => res,
+        None => {
+            tracing::warn!(target: "webui::proxy", %path, "upstream did not answer within --response-timeout");
+            return finish(
+                &shared,
+                respond::error(ProxyError::UpstreamTimeout, html),
+                &method,
+                &path,
+                start,
+                None,
+            );
+        }
+        Some(Err(e)) => {
             let err = if too_large.load(Ordering::Relaxed) {
                 ProxyError::BodyTooLarge
             } else {
@@ -378,9 +398,91 @@ impl HttpBody for Limited {
     }
 }
 
+/// The upstream's answer, or None when its head did not come within `limit` of the
+/// request body having been sent in full (a slow upload is the client's pace, not the
+/// upstream's). Bodies after the head have no timeout: generations stream for minutes.
+async fn within<F: std::future::Future>(
+    limit: std::time::Duration,
+    mut sent: tokio::sync::watch::Receiver<bool>,
+    answer: F,
+) -> Option<F::Output> {
+    let timer = async {
+        if sent.wait_for(|done| *done).await.is_err() {
+            // The body was dropped unsent: the request itself fails.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(limit).await;
+    };
+    tokio::select! {
+        answer = answer => Some(answer),
+        _ = timer => None,
+    }
+}
+
+/// A request body that says when it has been sent in full.
+struct Sent {
+    inner: Body,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Sent {
+    fn check_end(&self) {
+        if self.inner.is_end_stream() {
+            self.done.send_replace(true);
+        }
+    }
+}
+
+impl HttpBody for Sent {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.done.send_replace(true);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.check_end();
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_response_timeout_counts_from_the_end_of_the_request_body() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        // The body takes 300 ms to send, the answer comes 100 ms after that: within a
+        // 200 ms limit, because the upload's time does not count.
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(ms(300)).await;
+            tx.send_replace(true);
+        });
+        let answer = async {
+            tokio::time::sleep(ms(400)).await;
+            "answer"
+        };
+        assert_eq!(within(ms(200), rx, answer).await, Some("answer"));
+        // Sent at once, never answered: None after the limit.
+        let (_tx, rx) = tokio::sync::watch::channel(true);
+        let never = std::future::pending::<()>();
+        assert_eq!(within(ms(200), rx, never).await, None);
+    }
 
     #[test]
     fn upstream_uri_keeps_path_and_query() {

@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use listener::{Bound, port_holder};
+/// For the fuzz target of the Host -> redirect decision (`crate::fuzzing`).
+pub(crate) use plain::https_location;
 
 use crate::challenge::Challenges;
 use crate::config::ProxySettings;
@@ -50,6 +52,8 @@ pub(crate) struct Shared {
     trusted_proxies: Vec<IpNet>,
     hsts: bool,
     ws_idle_timeout: Duration,
+    /// From the end of the request body to the upstream's response head.
+    response_timeout: Duration,
     /// Connection and tunnel tasks, waited for (bounded) on shutdown.
     tracker: TaskTracker,
     access_log: bool,
@@ -93,6 +97,7 @@ impl Proxy {
             trusted_proxies: s.trusted_proxies.clone(),
             hsts: s.hsts,
             ws_idle_timeout: s.ws_idle_timeout,
+            response_timeout: s.response_timeout,
             tracker: tracker.clone(),
             access_log: tracing::enabled!(target: "webui::access", tracing::Level::INFO),
             challenges: self.challenges,

@@ -364,6 +364,9 @@ async fn route(
         (Role::OpenWebUi, "/api/version") if get => {
             json_response(StatusCode::OK, &json!({"version": shared.config.version}))
         }
+        (Role::OpenWebUi, p) if p.starts_with("/ollama/") && method == Method::POST => {
+            ollama_passthrough(req).await
+        }
 
         (Role::Ollama, "/") if get => text(StatusCode::OK, "Ollama is running"),
         (Role::Ollama, "/api/version") if get => json_response(
@@ -1010,6 +1013,12 @@ async fn ollama(req: Request<Incoming>, api: OllamaApi) -> Response<Body> {
         .get("stream")
         .and_then(Value::as_bool)
         .unwrap_or(true);
+    // `options.num_predict`: how many tokens to stream (default: the five of
+    // OLLAMA_TOKENS), so a test can kill Ollama in the middle of a long generation.
+    let tokens = request
+        .pointer("/options/num_predict")
+        .and_then(Value::as_u64)
+        .map_or(OLLAMA_TOKENS.len(), |n| n.clamp(1, 100_000) as usize);
 
     let chunk = move |content: &str, done: bool| -> Value {
         let mut v = json!({
@@ -1042,20 +1051,84 @@ async fn ollama(req: Request<Incoming>, api: OllamaApi) -> Response<Body> {
     let frames = stream::unfold(0usize, move |i| {
         let chunk = chunk.clone();
         async move {
-            if i > OLLAMA_TOKENS.len() {
+            if i > tokens {
                 return None;
             }
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let v = match OLLAMA_TOKENS.get(i) {
-                Some(tok) => chunk(tok, false),
-                None => chunk("", true),
+            let v = if i < tokens {
+                chunk(OLLAMA_TOKENS[i % OLLAMA_TOKENS.len()], false)
+            } else {
+                chunk("", true)
             };
             Some((Ok(Frame::data(Bytes::from(format!("{v}\n")))), i + 1))
         }
     });
     stream_response("application/x-ndjson", frames)
+}
+
+/// `POST /ollama/...` (role openwebui): passed on to `$OLLAMA_BASE_URL/...` and the
+/// answer streamed back frame by frame, like Open WebUI's own Ollama proxy route.
+/// When Ollama goes away mid-stream the response simply ends (no final `done`).
+async fn ollama_passthrough(req: Request<Incoming>) -> Response<Body> {
+    let Some(base) = std::env::var("OLLAMA_BASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "OLLAMA_BASE_URL is not set"}),
+        );
+    };
+    let rest = req.uri().path().trim_start_matches("/ollama").to_string();
+    let authority = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let body = match Limited::new(req.into_body(), 16 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad_request(format!("reading body: {e}")),
+    };
+    let upstream = async {
+        let tcp = TcpStream::connect(authority.as_str())
+            .await
+            .map_err(|e| format!("connecting to {authority}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::post(rest.as_str())
+            .header(header::HOST, authority.as_str())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| format!("building request: {e}"))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))
+    };
+    let resp = match upstream.await {
+        Ok(r) => r,
+        Err(e) => return json_response(StatusCode::BAD_GATEWAY, &json!({"error": e})),
+    };
+    let status = resp.status();
+    let frames = stream::unfold(resp.into_body(), |mut body| async move {
+        loop {
+            match body.frame().await? {
+                Ok(f) => match f.into_data() {
+                    Ok(data) => return Some((Ok(Frame::data(data)), body)),
+                    Err(_) => continue,
+                },
+                Err(_) => return None,
+            }
+        }
+    });
+    let mut resp = stream_response("application/x-ndjson", frames);
+    *resp.status_mut() = status;
+    resp
 }
 
 // ---------------------------------------------------------------------------
