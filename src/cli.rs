@@ -218,6 +218,18 @@ pub enum Command {
         be reached or does not answer that document.")]
     Version(VersionCmd),
 
+    /// Show or rotate the bearer token of the Ollama API served by `up --ollama-only`
+    /// or `up --ollama-domain`
+    #[command(after_help = "Examples:\n  \
+        webui token show\n  \
+        webui token show --json | jq -r .token\n  \
+        # a new token; the running proxy accepts only the new one from now on\n  \
+        webui token rotate\n\n\
+        The token is kept (mode 0600) in <state-dir>/projects/<project>/ollama_token.\n\
+        Clients send it as `Authorization: Bearer TOKEN`; on the UI server give it to\n\
+        `webui up --ollama-url https://models.example.com --ollama-token-file FILE`.")]
+    Token(TokenCmd),
+
     /// Print a shell completion script
     #[command(after_help = "Examples:\n  \
         webui completions bash > /etc/bash_completion.d/webui\n  \
@@ -231,6 +243,28 @@ pub enum Command {
     /// Print the man page (roff), e.g. `webui manpage > /usr/share/man/man1/webui.1`
     #[command(hide = true)]
     Manpage,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenCmd {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Print the token (created on the first `webui up --ollama-only`)
+    Show {
+        /// Machine-readable output: {"token", "path"}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the token with a new random one; the old one stops working at once
+    Rotate {
+        /// Machine-readable output: {"token", "path"}
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -441,6 +475,41 @@ pub struct UpCmd {
     /// it answers on 127.0.0.1:11434]
     #[arg(long, env = "WEBUI_OLLAMA_URL", value_name = "URL")]
     pub ollama_url: Option<String>,
+
+    /// Run only Ollama (no Open WebUI) and serve its API on --domain, protected by a
+    /// bearer token (`webui token show`); with --ollama-url, front that Ollama instead
+    #[arg(long, env = "WEBUI_OLLAMA_ONLY", num_args = 0..=1, default_missing_value = "true",
+          conflicts_with_all = ["ollama", "image", "version", "openai_url", "openai_key_file", "ollama_token", "ollama_token_file"])]
+    pub ollama_only: Option<bool>,
+
+    /// With --ollama: also serve the bundled Ollama's API on this name, token-protected
+    #[arg(long, env = "WEBUI_OLLAMA_DOMAIN", value_name = "NAME")]
+    pub ollama_domain: Option<String>,
+
+    /// Loopback port the served Ollama API is published on, for the proxy
+    /// (--ollama-only, --ollama-domain) [default: 11434]
+    #[arg(long, env = "WEBUI_OLLAMA_PORT", value_name = "PORT")]
+    pub ollama_port: Option<u16>,
+
+    /// A browser origin allowed to call the served Ollama API (CORS and OLLAMA_ORIGINS),
+    /// repeatable, e.g. https://chat.example.com
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+
+    /// Bearer token for --ollama-url (a `webui up --ollama-only` server); prefer
+    /// --ollama-token-file, a flag is visible in `ps`
+    #[arg(
+        long,
+        env = "WEBUI_OLLAMA_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "ollama_token_file"
+    )]
+    pub ollama_token: Option<String>,
+
+    /// File holding the bearer token for --ollama-url
+    #[arg(long, env = "WEBUI_OLLAMA_TOKEN_FILE", value_name = "FILE")]
+    pub ollama_token_file: Option<PathBuf>,
 
     /// An OpenAI-compatible API, e.g. https://api.openai.com/v1
     #[arg(long, env = "WEBUI_OPENAI_URL", value_name = "URL")]

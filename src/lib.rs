@@ -27,6 +27,7 @@ pub mod control;
 pub mod docker;
 pub mod error;
 pub mod export;
+pub mod ollama;
 pub mod output;
 pub mod proxy;
 pub mod route;

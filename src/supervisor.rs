@@ -393,8 +393,10 @@ pub mod text {
 /// What the monitor watches and where it reports.
 pub struct Monitor {
     pub project: Project,
-    /// Services to watch; Open WebUI is the one whose health decides the route.
+    /// Services to watch; `primary` is the one whose health decides the route.
     pub roles: Vec<Role>,
+    /// Open WebUI, or Ollama for `up --ollama-only` (probed on `/api/version`).
+    pub primary: Role,
     pub upstream: http::Uri,
     pub crash_loop: CrashLoop,
     pub routes: RouteTx,
@@ -516,7 +518,7 @@ impl Monitor {
                     if next_probe <= now {
                         let ow_blocked = svcs
                             .iter()
-                            .any(|s| s.role == Role::OpenWebui && (s.crash_loop || s.stopped));
+                            .any(|s| s.role == self.primary && (s.crash_loop || s.stopped));
                         if !ow_blocked {
                             self.probe(&base, &mut healthy, &mut failures, &mut svcs).await;
                         }
@@ -605,7 +607,7 @@ impl Monitor {
                 for s in svcs.iter_mut() {
                     if s.stopped && s.stopped_at.is_some_and(|t| t.elapsed() < ENGINE_STOP) {
                         s.stopped = false;
-                        if s.role == Role::OpenWebui {
+                        if s.role == self.primary {
                             hold(&self.routes, &self.live, Phase::Restarting, text::ENGINE);
                         }
                     }
@@ -628,7 +630,7 @@ impl Monitor {
         docker: Option<&bollard::Docker>,
         healthy: &mut bool,
     ) {
-        let is_ow = s.role == Role::OpenWebui;
+        let is_ow = s.role == self.primary;
         match action {
             Action::Start => {
                 s.id = Some(id);
@@ -714,7 +716,7 @@ impl Monitor {
                     // forwards once it answers.
                     s.stopped = false;
                     s.check_at = None;
-                    if s.role == Role::OpenWebui && !*healthy && !s.crash_loop {
+                    if s.role == self.primary && !*healthy && !s.crash_loop {
                         hold(&self.routes, &self.live, Phase::Starting, text::WAITING);
                     }
                 }
@@ -722,7 +724,7 @@ impl Monitor {
                     // Died while nobody listened (e.g. the engine restarted): give
                     // Docker's policy its grace, then start it.
                     s.check_at = Some(Instant::now() + RESTART_GRACE);
-                    if s.role == Role::OpenWebui {
+                    if s.role == self.primary {
                         *healthy = false;
                         hold(&self.routes, &self.live, Phase::Restarting, text::CRASHED);
                     }
@@ -821,13 +823,16 @@ impl Monitor {
                 last_lines: lines,
             })
         });
-        if s.role == Role::OpenWebui {
+        if s.role == self.primary {
             hold(&self.routes, &self.live, Phase::Stopped, text::CRASH_LOOP);
         }
     }
 
     async fn probe(&self, base: &str, healthy: &mut bool, failures: &mut u32, svcs: &mut [Svc]) {
-        let h = health::probe(base).await;
+        let h = match self.primary {
+            Role::Ollama => health::probe_ollama(base).await,
+            _ => health::probe(base).await,
+        };
         edit(&self.live, |l| {
             let f = if h == Health::Healthy {
                 0

@@ -12,6 +12,7 @@ pub mod restore;
 pub mod service;
 pub mod site;
 pub mod status;
+pub mod token;
 pub mod up;
 pub mod update;
 pub mod version;
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Restore(cmd) => restore::run(&cli.global, cmd, printer).await,
         Command::Doctor(cmd) => doctor::run(&cli.global, cmd, printer).await,
         Command::Version(cmd) => version::run(&cli.global, cmd, printer).await,
+        Command::Token(cmd) => token::run(&cli.global, cmd, printer).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "webui", &mut std::io::stdout());

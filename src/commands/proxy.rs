@@ -55,6 +55,7 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         routes,
         challenges: site.challenges.clone(),
         supervised: false,
+        ollama: None,
     };
     sup.spawn("the proxy", true, |token| proxy.run(bound, token));
     let renew = match site

@@ -41,6 +41,7 @@ use crate::docker::project::{ProjectState, RunInfo, SecretOrigin};
 use crate::docker::spec::{self, OpenWebuiInputs};
 use crate::docker::{self, Role, gpu, logs, pull};
 use crate::error::UserError;
+use crate::ollama::serve;
 use crate::output::Printer;
 use crate::proxy::{Bound, Proxy};
 use crate::route::{self, Hold, Phase, Route, RouteTx};
@@ -56,6 +57,9 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     let project = Project::resolve(global.project.as_deref())?;
     let proxy_settings = resolve::proxy(&cmd.proxy, &file)?;
     let up = upcfg::up(cmd, &file)?;
+    // `--ollama-domain`: one certificate for both names.
+    let proxy_settings = serve::with_ollama_domain(proxy_settings, &up);
+    let remote_token = serve::read_remote_token(&up, &printer)?;
     let crash_loop = match &cmd.crash_loop {
         Some(s) => CrashLoop::parse(s)?,
         None => CrashLoop::default(),
@@ -75,6 +79,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
 
     // 4. Serve the starting page right away.
     let site = site::prepare(&paths, &proxy_settings, validated, &printer)?;
+    let (gate, ollama_routes) = serve::gate(&paths.state_dir, &project, &up, &printer)?;
     let upstream = up.upstream();
     let upstream_base = upstream.to_string().trim_end_matches('/').to_string();
     let (route_tx, routes) = route::table(Route::Hold(Hold {
@@ -107,7 +112,8 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         certs: site.certs.clone(),
         routes,
         challenges: site.challenges.clone(),
-        supervised: true,
+        supervised: !serve::native(&up),
+        ollama: gate,
     };
     sup.spawn("the proxy", true, |token| proxy.run(bound, token));
     // Certificate checks (ACME preflight) fail here, before Docker is touched.
@@ -157,10 +163,14 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         live: &live,
         extra_env,
         openai_key,
+        remote_token,
+        shutdown: sup.token().child_token(),
+        _ollama_routes: ollama_routes,
     };
     let root = sup.token();
+    let only = up.serve_ollama.as_ref().is_some_and(|s| s.only);
     let outcome = tokio::select! {
-        r = bring_up(&ctx) => Some(r),
+        r = async { if only { bring_up_ollama(&ctx).await } else { bring_up(&ctx).await } } => Some(r),
         _ = root.cancelled() => None,
     };
     match outcome {
@@ -170,21 +180,32 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
             if matches!(up.ollama, OllamaMode::Bundled { .. }) {
                 roles.insert(0, Role::Ollama);
             }
+            let primary = if only { Role::Ollama } else { Role::OpenWebui };
+            roles.retain(|r| !only || *r == Role::Ollama);
             let monitor = Monitor {
                 project: project.clone(),
                 roles,
+                primary,
                 upstream: upstream.clone(),
                 crash_loop,
                 routes: route_tx.clone(),
                 live: live.clone(),
                 printer,
             };
-            sup.spawn("the container monitor", false, |token| monitor.run(token));
+            // A native Ollama (`--ollama-only --ollama-url`) has no container to watch.
+            if !serve::native(&up) {
+                sup.spawn("the container monitor", false, |token| monitor.run(token));
+            }
             let first = tokio::select! {
                 r = first_health(&ready, &up, &route_tx, &live, &printer) => Some(r),
                 _ = root.cancelled() => None,
             };
             match first {
+                Some(Ok(true)) if only => printer.line(format!(
+                    "the Ollama API is ready at {} (clients send `Authorization: Bearer TOKEN`; `webui{} token show` prints it)",
+                    ready.public_url,
+                    project.flag()
+                )),
                 Some(Ok(true)) => {
                     printer.line(format!("Open WebUI is ready at {}", ready.public_url))
                 }
@@ -415,6 +436,12 @@ struct Ctx<'a> {
     live: &'a SharedLive,
     extra_env: Vec<(String, String)>,
     openai_key: Option<String>,
+    /// The remote Ollama's bearer token (`--ollama-token`): sent by the forwarder.
+    remote_token: Option<String>,
+    /// Stops what `bring_up` starts besides containers (the Ollama forwarder).
+    shutdown: tokio_util::sync::CancellationToken,
+    /// Keeps the `--ollama-domain` route table alive for the proxy.
+    _ollama_routes: Option<RouteTx>,
 }
 
 /// Step 5: connect, check, pull, create or keep the containers. Open WebUI's health
@@ -459,7 +486,23 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
             plan.containers.get(&Role::Ollama),
         )?;
     }
-    let (ollama_url, host_gateway) = ollama_url(up, printer).await;
+    let (ollama_url, host_gateway) = match &c.remote_token {
+        Some(token) => {
+            serve::start_forwarder(&docker, up, token, c.state, c.shutdown.clone(), printer).await?
+        }
+        None => ollama_url(up, printer).await,
+    };
+    if let Some(s) = up
+        .serve_ollama
+        .as_ref()
+        .filter(|_| up.network == NetworkMode::Bridge)
+    {
+        check_port(
+            s.port,
+            "the served Ollama API (--ollama-port)",
+            plan.containers.get(&Role::Ollama),
+        )?;
+    }
 
     let (routes, live) = (c.routes, c.live);
     supervisor::hold(routes, live, Phase::Pulling, "Downloading Open WebUI.");
@@ -505,7 +548,15 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
         )),
     }
 
-    let public_url = spec::public_url(&c.proxy.domains, c.https, host::lan_ipv4());
+    // The UI's own names: not the `--ollama-domain`.
+    let ui_domains: Vec<String> = c
+        .proxy
+        .domains
+        .iter()
+        .filter(|d| up.serve_ollama.as_ref().and_then(|s| s.domain.as_ref()) != Some(*d))
+        .cloned()
+        .collect();
+    let public_url = spec::public_url(&ui_domains, c.https, host::lan_ipv4());
     let ow = spec::open_webui(&OpenWebuiInputs {
         project: c.project,
         settings: up,
@@ -513,7 +564,7 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
         image_digest: image.digest.clone(),
         secret_key,
         public_url: public_url.clone(),
-        cors: spec::cors(&c.proxy.domains, c.https),
+        cors: spec::cors(&ui_domains, c.https),
         ollama_url,
         host_gateway,
         openai_key: c.openai_key.clone(),
@@ -530,14 +581,18 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     .await?;
     let mut specs = Vec::new();
     if let (OllamaMode::Bundled { image: name }, Some(img)) = (&up.ollama, &ollama_image) {
-        specs.push(spec::ollama(
+        let o = spec::ollama(
             c.project,
             up.network,
             name,
             &img.id,
             img.digest.as_deref(),
             gpus,
-        ));
+        );
+        specs.push(match &up.serve_ollama {
+            Some(s) => spec::served_ollama(o, up.network, s.port, &s.origins),
+            None => o,
+        });
     }
     specs.push(ow.clone());
 
@@ -731,4 +786,116 @@ fn load_openai_key(up: &UpSettings, printer: &Printer) -> anyhow::Result<Option<
         ));
     }
     upcfg::openai_key(&text, &p.display().to_string()).map(Some)
+}
+
+/// Step 5 for `--ollama-only`: the Ollama container alone (published on
+/// 127.0.0.1:--ollama-port for the proxy), or with `--ollama-url` no container at all:
+/// the native Ollama is checked (answers? listens beyond loopback?) and forwarded to.
+async fn bring_up_ollama(c: &Ctx<'_>) -> anyhow::Result<Ready> {
+    let up = c.up;
+    let printer = c.printer;
+    let public_url = spec::public_url(&c.proxy.domains, c.https, host::lan_ipv4());
+    let (OllamaMode::Bundled { image: name }, Some(served)) = (&up.ollama, &up.serve_ollama) else {
+        let upstream = up.upstream().to_string().trim_end_matches('/').to_string();
+        serve::check_native(&upstream, printer).await;
+        supervisor::set_route(c.routes, c.live, Route::Forward(up.upstream()));
+        return Ok(Ready {
+            public_url,
+            container: upstream.clone(),
+            upstream,
+        });
+    };
+    let docker = docker::connect().await?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("cannot read the Docker engine's info"))?;
+    let (gpus, note) = gpu::decide(up.gpu, &gpu::detect(&info), true)?;
+    if let Some(n) = note {
+        printer.line(n);
+    }
+    let roles = [Role::Ollama];
+    let plan = ensure::preflight(
+        &docker,
+        c.project,
+        up.network,
+        &roles,
+        up.adopt,
+        &c.state.adopted(),
+    )
+    .await?;
+    check_port(
+        served.port,
+        "Ollama (--ollama-port)",
+        plan.containers.get(&Role::Ollama),
+    )?;
+    let (routes, live) = (c.routes, c.live);
+    supervisor::hold(routes, live, Phase::Pulling, "Downloading Ollama.");
+    let mut progress = |p: u8| {
+        supervisor::hold(
+            routes,
+            live,
+            Phase::Pulling,
+            format!("Downloading Ollama: {p}%."),
+        )
+    };
+    let img = pull::ensure(&docker, name, up.pull, printer, &mut progress).await?;
+    let o = spec::ollama(
+        c.project,
+        up.network,
+        name,
+        &img.id,
+        img.digest.as_deref(),
+        gpus,
+    );
+    let o = spec::served_ollama(o, up.network, served.port, &served.origins);
+    supervisor::hold(
+        routes,
+        live,
+        Phase::Starting,
+        "Waiting for Ollama to start.",
+    );
+    ensure::apply(&docker, c.project, &plan, std::slice::from_ref(&o), printer).await?;
+    c.state.record_adopted(&plan.adopted)?;
+    let upstream = up.upstream().to_string().trim_end_matches('/').to_string();
+    if health::probe_ollama(&upstream).await == Health::Healthy {
+        supervisor::set_route(routes, live, Route::Forward(up.upstream()));
+    }
+    Ok(Ready {
+        public_url,
+        container: o.name.clone(),
+        upstream,
+    })
+}
+
+/// `--behind-proxy`, once Open WebUI is healthy: where it answers and the exact
+/// commands that print the front server's site for it.
+fn behind_proxy_ready(upstream: &str, domains: &[String], global: &GlobalArgs, printer: &Printer) {
+    let domain = domains.first().map(String::as_str).unwrap_or("YOUR.DOMAIN");
+    let mut base = String::from("webui");
+    if let Some(d) = &global.state_dir {
+        base.push_str(&format!(" --state-dir {}", d.display()));
+    }
+    if let Some(c) = &global.config {
+        base.push_str(&format!(" --config {}", c.display()));
+    }
+    printer.line(format!(
+        "Open WebUI is ready at {upstream} (loopback only); webui serves no HTTPS itself (--behind-proxy)"
+    ));
+    printer.line("put your web server in front; its site configuration, generated:");
+    for (server, target) in [
+        ("nginx", format!("/etc/nginx/sites-available/{domain}.conf")),
+        (
+            "apache",
+            format!("/etc/apache2/sites-available/{domain}.conf"),
+        ),
+        ("caddy", format!("/etc/caddy/sites/{domain}.caddy")),
+    ] {
+        printer.line(format!(
+            "  {base} config export {server} --domain {domain} --upstream {upstream} > {target}"
+        ));
+    }
+    if domains.is_empty() {
+        printer.line("(give your site's name for YOUR.DOMAIN; `webui up --behind-proxy --domain NAME` also sets Open WebUI's WEBUI_URL to it)");
+    }
 }

@@ -134,13 +134,47 @@ pub struct UpSettings {
     pub aiohttp_timeout_secs: u64,
     pub health_timeout: Duration,
     pub adopt: bool,
+    /// The served Ollama API (`--ollama-only`, `--ollama-domain`), if any.
+    pub serve_ollama: Option<ServeOllama>,
+    /// `--ollama-token` / `--ollama-token-file`: the remote Ollama's bearer token.
+    pub ollama_token: Option<TokenSource>,
+}
+
+/// An Ollama API served over HTTPS with a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOllama {
+    /// `--ollama-only`: no Open WebUI, the whole site is the API.
+    pub only: bool,
+    /// `--ollama-domain`: the second name (None with `--ollama-only`).
+    pub domain: Option<String>,
+    /// Loopback port the bundled Ollama is published on for the proxy.
+    pub port: u16,
+    /// `--allow-origin`, without trailing `/`.
+    pub origins: Vec<String>,
+}
+
+/// Where the remote Ollama's token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Value(String),
+    File(PathBuf),
 }
 
 impl UpSettings {
     /// `http://127.0.0.1:PORT`: where Open WebUI answers on this host.
     pub fn upstream(&self) -> Uri {
+        let port = match (&self.serve_ollama, &self.ollama) {
+            // `--ollama-only --ollama-url`: the native Ollama itself.
+            (Some(s), OllamaMode::Url(u)) if s.only => {
+                return format!("{u}/")
+                    .parse()
+                    .unwrap_or_else(|_| Uri::from_static("http://127.0.0.1/"));
+            }
+            (Some(s), _) if s.only => s.port,
+            _ => self.port,
+        };
         // A u16 port on a literal address always parses.
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("http://127.0.0.1:{port}/")
             .parse()
             .unwrap_or_else(|_| Uri::from_static("http://127.0.0.1/"))
     }
@@ -206,10 +240,24 @@ pub fn up(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
         (None, None) => None,
     };
     let ollama_image = pick(&cli.ollama_image, &file.ollama_image);
+    let only = cli.ollama_only == Some(true);
+    // A token means webui's own forwarder on this host talks to the URL, and so does
+    // the proxy in front of a native Ollama: a host-side URL, loopback allowed.
+    let host_side = only || cli.ollama_token.is_some() || cli.ollama_token_file.is_some();
+    let url_network = if host_side {
+        NetworkMode::Host
+    } else {
+        network
+    };
+    let cli_choice = if only {
+        Some(cli.ollama_url.is_none())
+    } else {
+        cli_choice
+    };
     let ollama = match cli_choice {
         Some(true) => bundled(ollama_image)?,
         Some(false) => match &cli.ollama_url {
-            Some(u) => OllamaMode::Url(service_url("--ollama-url", u, network)?),
+            Some(u) => OllamaMode::Url(service_url("--ollama-url", u, url_network)?),
             None => OllamaMode::ProbeHost,
         },
         None => match (file.ollama, &file.ollama_url) {
@@ -228,6 +276,9 @@ pub fn up(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
             "--ollama-image is only used with --ollama (the bundled Ollama container)",
         ));
     }
+
+    let serve_ollama = serve_ollama(cli, &ollama)?;
+    let ollama_token = ollama_token(cli, &ollama)?;
 
     let openai_url = match pick(&cli.openai_url, &file.openai_url) {
         Some(u) => Some(service_url("--openai-url", &u, network)?),
@@ -286,7 +337,137 @@ pub fn up(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
         aiohttp_timeout_secs,
         health_timeout,
         adopt: cli.adopt,
+        serve_ollama,
+        ollama_token,
     })
+}
+
+/// `--ollama-only`, `--ollama-domain`, `--ollama-port`, `--allow-origin`.
+fn serve_ollama(cli: &UpCmd, ollama: &OllamaMode) -> anyhow::Result<Option<ServeOllama>> {
+    let only = cli.ollama_only == Some(true);
+    let domain = match &cli.ollama_domain {
+        None => None,
+        Some(_) if only => {
+            return Err(err(
+                "--ollama-domain is for one box serving both Open WebUI and Ollama; with --ollama-only give the name with --domain",
+            ));
+        }
+        Some(_) if !matches!(ollama, OllamaMode::Bundled { .. }) => {
+            return Err(UserError::new(
+                "--ollama-domain serves the bundled Ollama's API, so it needs --ollama",
+            )
+            .hint("webui up --domain chat.example.com --ollama --ollama-domain models.example.com")
+            .into());
+        }
+        Some(d) => {
+            Some(values::domain(d).map_err(|e| err(e.replace("--domain", "--ollama-domain")))?)
+        }
+    };
+    let serving = only || domain.is_some();
+    if !serving {
+        if !cli.allow_origin.is_empty() {
+            return Err(err(
+                "--allow-origin sets who may call a served Ollama API; it needs --ollama-only or --ollama-domain",
+            ));
+        }
+        if cli.ollama_port.is_some() {
+            return Err(err(
+                "--ollama-port is the loopback port of a served Ollama API; it needs --ollama-only or --ollama-domain",
+            ));
+        }
+        return Ok(None);
+    }
+    let port = cli
+        .ollama_port
+        .unwrap_or(super::super::docker::spec::OLLAMA_PORT);
+    if port == 0 {
+        return Err(err(
+            "--ollama-port 0 is not a port; give e.g. --ollama-port 11434",
+        ));
+    }
+    if only && matches!(ollama, OllamaMode::Url(_)) && cli.ollama_port.is_some() {
+        return Err(err(
+            "--ollama-port is where webui publishes its own Ollama container; with --ollama-url the port is the URL's",
+        ));
+    }
+    let mut origins = Vec::new();
+    for o in &cli.allow_origin {
+        origins.push(origin(o)?);
+    }
+    Ok(Some(ServeOllama {
+        only,
+        domain,
+        port,
+        origins,
+    }))
+}
+
+/// A browser origin: `https://chat.example.com[:port]`, or `*`.
+pub fn origin(s: &str) -> anyhow::Result<String> {
+    let t = s.trim().trim_end_matches('/');
+    if t == "*" {
+        return Ok(t.to_string());
+    }
+    let bad = || {
+        err(format!(
+            "--allow-origin `{s}` is not an origin; write it like --allow-origin https://chat.example.com (scheme, host, optional port, no path)"
+        ))
+    };
+    let uri: Uri = t.parse().map_err(|_| bad())?;
+    let path_ok = uri
+        .path_and_query()
+        .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/");
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() || !path_ok {
+        return Err(bad());
+    }
+    Ok(t.to_ascii_lowercase())
+}
+
+/// `--ollama-token` / `--ollama-token-file`: only with `--ollama-url`, and never sent in
+/// clear text beyond this host.
+fn ollama_token(cli: &UpCmd, ollama: &OllamaMode) -> anyhow::Result<Option<TokenSource>> {
+    let source = match (&cli.ollama_token, &cli.ollama_token_file) {
+        (Some(t), _) if t.trim().is_empty() => {
+            return Err(err(
+                "--ollama-token is empty; give the token `webui token show` prints on the Ollama server",
+            ));
+        }
+        (Some(t), _) => TokenSource::Value(t.trim().to_string()),
+        (None, Some(f)) => TokenSource::File(f.clone()),
+        (None, None) => return Ok(None),
+    };
+    let OllamaMode::Url(url) = ollama else {
+        return Err(UserError::new("--ollama-token is for a remote Ollama given with --ollama-url")
+            .hint("webui up --ollama-url https://models.example.com --ollama-token-file /root/ollama.token")
+            .into());
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| err(format!("--ollama-url `{url}` is not a URL")))?;
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if uri.scheme_str() != Some("https") && !loopback {
+        return Err(UserError::new(format!(
+            "--ollama-url `{url}` is plain http: the token would cross the network in clear text"
+        ))
+        .hint("use the https:// address of the Ollama server (`webui up --ollama-only --domain NAME` serves one)")
+        .into());
+    }
+    Ok(Some(source))
+}
+
+/// The token's text from a `--ollama-token-file` file.
+pub fn token_text(text: &str, origin: &str) -> anyhow::Result<String> {
+    let t = text.trim();
+    if t.is_empty() || t.contains(char::is_whitespace) {
+        return Err(err(format!(
+            "{origin} must hold just the token (one word, as `webui token show` prints it)"
+        )));
+    }
+    Ok(t.to_string())
 }
 
 fn bundled(image: Option<String>) -> anyhow::Result<OllamaMode> {

@@ -109,6 +109,16 @@ pub async fn probe(upstream: &str) -> Health {
     }
 }
 
+/// Probes Ollama (which has no `/health`): `<upstream>/api/version` answering 200.
+pub async fn probe_ollama(upstream: &str) -> Health {
+    let url = format!("{}/api/version", upstream.trim_end_matches('/'));
+    match http_get(&url, Duration::from_secs(5)).await {
+        Ok((StatusCode::OK, _)) => Health::Healthy,
+        Ok((status, _)) => Health::Unhealthy(format!("HTTP {} from /api/version", status.as_u16())),
+        Err(e) => Health::Unreachable(format!("{e:#}")),
+    }
+}
+
 /// Human elapsed time: `45s`, `3m 07s`, `1h 02m`.
 pub fn elapsed_text(d: Duration) -> String {
     let s = d.as_secs();

@@ -26,7 +26,8 @@
 //!   listens on loopback only. A bundled Ollama then also uses the host network with
 //!   `OLLAMA_HOST=127.0.0.1:11434`.
 //!
-//! Ollama's port is never published.
+//! Ollama's port is never published, except on 127.0.0.1 for the proxy when its API is
+//! served (`--ollama-only`, `--ollama-domain`; [`served_ollama`]).
 //!
 //! # Open WebUI's environment
 //! `WEBUI_URL` (public https URL), `WEBUI_SECRET_KEY` (generated once, kept in the
@@ -330,6 +331,35 @@ pub fn ollama(
         extra_hosts: vec![],
         gpus,
     }
+}
+
+/// The bundled Ollama when its API is served to other machines (`--ollama-only`,
+/// `--ollama-domain`): published on 127.0.0.1:`port` only (bridge) or listening there
+/// (host), for the proxy; `OLLAMA_ORIGINS` from `--allow-origin`.
+pub fn served_ollama(
+    mut spec: ContainerSpec,
+    network: NetworkMode,
+    port: u16,
+    origins: &[String],
+) -> ContainerSpec {
+    match network {
+        NetworkMode::Bridge => {
+            spec.publish = Some(Publish {
+                host_ip: "127.0.0.1".to_string(),
+                host_port: port,
+                container_port: OLLAMA_PORT,
+            })
+        }
+        NetworkMode::Host => {
+            spec.env
+                .insert("OLLAMA_HOST".to_string(), format!("127.0.0.1:{port}"));
+        }
+    }
+    if !origins.is_empty() {
+        spec.env
+            .insert("OLLAMA_ORIGINS".to_string(), origins.join(","));
+    }
+    spec
 }
 
 /// `OLLAMA_BASE_URL` for the bundled Ollama.

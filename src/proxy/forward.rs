@@ -18,6 +18,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
+use super::auth::Decision;
 use super::headers::{self, Peer};
 use super::respond::{self, ProxyError};
 use super::{Body, BoxError, Shared, tunnel};
@@ -32,7 +33,20 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     let path = req.uri().path().to_string();
     let html = respond::wants_html(req.headers());
 
-    let upstream = match &*shared.routes.borrow() {
+    // The served Ollama API (token, CORS) or the site itself.
+    let mut cors = None;
+    let mut routes = &shared.routes;
+    if let Some(gate) = &shared.ollama {
+        match gate.decide(&mut req) {
+            Decision::Site => {}
+            Decision::Answer(res) => return finish(&shared, res, &method, &path, start, None),
+            Decision::Forward { cors: c } => {
+                cors = c;
+                routes = gate.routes.as_ref().unwrap_or(&shared.routes);
+            }
+        }
+    }
+    let upstream = match &*routes.borrow() {
         Route::Forward(uri) => uri.clone(),
         Route::Hold(hold) => {
             let res = respond::hold(hold, html);
@@ -188,6 +202,11 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
 
     let (mut parts, body) = res.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
+    if let Some(origin) = cors {
+        parts
+            .headers
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
     let res = Response::from_parts(parts, body.map_err(BoxError::from).boxed());
     finish(&shared, res, &method, &path, start, Some(upstream_ms))
 }

@@ -12,6 +12,7 @@
 //! [`RouteRx`], serves certificates from a [`CertStore`] and challenge answers from
 //! [`Challenges`], all owned by whoever starts it.
 
+pub mod auth;
 mod forward;
 pub mod headers;
 mod listener;
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     supervised: bool,
     /// Port of the first HTTPS listener, for redirects from plain HTTP.
     https_port: u16,
+    /// The token-protected Ollama API, when served.
+    ollama: Option<auth::OllamaGate>,
 }
 
 /// Everything the proxy needs to run, besides its bound listeners.
@@ -72,6 +75,8 @@ pub struct Proxy {
     /// The upstream is a container webui supervises: a refused connection means it is
     /// (re)starting, so clients get the starting page rather than a 502.
     pub supervised: bool,
+    /// Serve a token-protected Ollama API (`up --ollama-only`, `--ollama-domain`).
+    pub ollama: Option<auth::OllamaGate>,
 }
 
 impl Proxy {
@@ -103,6 +108,7 @@ impl Proxy {
             challenges: self.challenges,
             supervised: self.supervised,
             https_port,
+            ollama: self.ollama,
         });
         let tls = Arc::new(crate::tls::server_config(self.certs)?);
         listener::serve(bound, shared, tls, &self.settings, shutdown.clone()).await;

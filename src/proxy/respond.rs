@@ -154,6 +154,40 @@ pub fn redirect(location: &str) -> Response<Body> {
     res
 }
 
+/// 401 for the served Ollama API (no token or a wrong one): `{"error": ...}` like
+/// Ollama's own errors, and `WWW-Authenticate: Bearer`.
+pub fn unauthorized(message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": message });
+    let mut res = build(
+        StatusCode::UNAUTHORIZED,
+        "application/json",
+        body.to_string(),
+    );
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ollama\""),
+    );
+    res
+}
+
+/// 204 answering a CORS preflight for an allowed origin of the served Ollama API.
+pub fn preflight(origin: HeaderValue, request_headers: Option<HeaderValue>) -> Response<Body> {
+    let mut res = build(StatusCode::NO_CONTENT, "text/plain; charset=utf-8", "");
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        request_headers.unwrap_or(HeaderValue::from_static("authorization, content-type")),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(600));
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    res
+}
+
 /// A small plain-text response (ACME challenge answers, 404s on the HTTP listener).
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     build(status, "text/plain; charset=utf-8", body)
