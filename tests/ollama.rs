@@ -520,10 +520,17 @@ async fn a_native_ollama_on_every_address_is_fronted_with_a_warning() {
     let state = webui::state_dir();
     let project = format!("t-oll-native-{}", std::process::id());
     let url = format!("http://127.0.0.1:{port}");
+    // Short proxy timeouts: a model pull that streams for longer must still pass.
     let w = start(
         state.path(),
         &project,
-        &["--ollama-only", "--ollama-url", &url],
+        &[
+            "--ollama-only",
+            "--ollama-url",
+            &url,
+            "--response-timeout",
+            "1s",
+        ],
     );
     wait_for(&w, "the Ollama API is ready at");
     let out = w.output_text();
@@ -538,6 +545,25 @@ async fn a_native_ollama_on_every_address_is_fronted_with_a_warning() {
     let (status, body) = get(&c, &tags, Some(&token)).await;
     assert_eq!(status, 200, "{body}");
     assert_chat_streams(&c, &w.https_url("/api/chat"), &token).await;
+
+    // `/api/pull`: a long progress stream (4 pauses of 0.7 s) is not cut.
+    let started = Instant::now();
+    let r = c
+        .post(w.https_url("/api/pull"))
+        .bearer_auth(&token)
+        .body(r#"{"model":"standin","steps":4,"interval_ms":700}"#)
+        .send()
+        .await
+        .expect("pull");
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().await.expect("the whole pull stream");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert_eq!(lines.last().unwrap()["status"], "success", "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(2800));
     stop(w);
 
     // Loopback only: no warning.
