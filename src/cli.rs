@@ -15,7 +15,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(after_help = "Examples:\n  \
     webui up --domain chat.example.com --email admin@example.com\n  \
     webui proxy --upstream http://127.0.0.1:8080 --self-signed\n  \
-    webui status --json")]
+    webui status --json\n\n\
+    Exit status: 0 ok; 1 a user or configuration error (the message says what to fix);\n\
+    2 an unexpected failure; 3 unhealthy (`status`, `doctor`, `cert status`).")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -72,6 +74,18 @@ pub struct GlobalArgs {
     )]
     pub project: Option<String>,
 
+    /// When to use colour: auto (on a terminal, unless NO_COLOR is set or TERM=dumb),
+    /// always, never
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        value_name = "WHEN",
+        default_value_t = ColorWhen::Auto
+    )]
+    pub color: ColorWhen,
+
     /// Log line format
     #[arg(
         long,
@@ -82,6 +96,17 @@ pub struct GlobalArgs {
         default_value_t = LogFormat::Text
     )]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ColorWhen {
+    /// Colour on a terminal, unless NO_COLOR is set (non-empty) or TERM=dumb
+    #[default]
+    Auto,
+    /// Always colour, even when piped or with NO_COLOR
+    Always,
+    /// Never colour
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -551,6 +576,22 @@ pub struct UpCmd {
     /// (its last log lines are kept for `webui status`) [default: 5/10m]
     #[arg(long, env = "WEBUI_CRASH_LOOP", value_name = "EXITS/DURATION")]
     pub crash_loop: Option<String>,
+
+    /// Email of the admin account created before the site opens when Open WebUI has
+    /// no account yet (the password: env WEBUI_ADMIN_PASSWORD, else generated and
+    /// shown once) [default: admin@<first --domain>, else admin@localhost]
+    #[arg(long, env = "WEBUI_ADMIN_EMAIL", value_name = "EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Display name of that admin account [default: Administrator]
+    #[arg(long, env = "WEBUI_ADMIN_NAME", value_name = "NAME")]
+    pub admin_name: Option<String>,
+
+    /// Beside an existing web server: no HTTPS listener (nothing on 80/443, no ACME),
+    /// Open WebUI on 127.0.0.1:--port only; prints the `webui config export` commands
+    /// for nginx, Apache or Caddy (--domain names the site)
+    #[arg(long, env = "WEBUI_BEHIND_PROXY", num_args = 0..=1, default_missing_value = "true")]
+    pub behind_proxy: Option<bool>,
 
     /// Run as the systemd service instead of in the foreground: install or restart it,
     /// wait until Open WebUI is healthy, print the URL and return

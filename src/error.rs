@@ -11,6 +11,9 @@ use std::fmt;
 pub const EXIT_USER: u8 = 1;
 /// Exit code for everything unexpected.
 pub const EXIT_UNEXPECTED: u8 = 2;
+/// Exit code of `status`, `doctor` and `cert status` when what they check is not
+/// healthy (the command itself worked).
+pub const EXIT_UNHEALTHY: u8 = 3;
 
 /// An error caused by the user's input or environment, with an optional hint on what
 /// to do about it.
@@ -58,7 +61,13 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// Renders an error for the terminal: `error:`, `caused by:` lines, then any hint.
 pub fn render(err: &anyhow::Error) -> String {
-    let mut out = format!("error: {err}");
+    render_styled(err, false)
+}
+
+/// [`render`], with the `error:` and `hint:` prefixes coloured when `color`.
+pub fn render_styled(err: &anyhow::Error, color: bool) -> String {
+    use crate::output::{Tone, paint};
+    let mut out = format!("{} {err}", paint(color, Tone::Bad, "error:"));
     for cause in err.chain().skip(1) {
         out.push_str(&format!("\n  caused by: {cause}"));
     }
@@ -67,7 +76,7 @@ pub fn render(err: &anyhow::Error) -> String {
         .filter_map(|c| c.downcast_ref::<UserError>())
         .filter_map(|u| u.hint.as_deref())
     {
-        out.push_str(&format!("\n  hint: {hint}"));
+        out.push_str(&format!("\n  {} {hint}", paint(color, Tone::Hint, "hint:")));
     }
     out
 }
@@ -88,6 +97,33 @@ mod tests {
         assert!(text.starts_with("error: cannot start the proxy"));
         assert!(text.contains("caused by: port 443 is busy"));
         assert!(text.contains("hint: stop nginx"));
+    }
+
+    #[test]
+    fn colour_only_on_the_prefixes() {
+        let err: anyhow::Error = UserError::new("bad").hint("do this").into();
+        assert!(!render_styled(&err, false).contains('\x1b'));
+        let text = render_styled(&err, true);
+        assert!(text.contains("\x1b[") && text.contains("error:") && text.contains(" bad"));
+        assert_eq!(strip(&text), render(&err));
+    }
+
+    /// Removes CSI escape sequences.
+    fn strip(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! See `docs/ARCHITECTURE.md` for the code map and its invariants.
 
 pub mod acme;
+pub mod admin;
 pub mod challenge;
 pub mod cli;
 pub mod commands;
@@ -51,7 +52,7 @@ pub const VERSION_LONG: &str = concat!(
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: cli::Cli) -> anyhow::Result<u8> {
     init_tracing(&cli.global);
-    let printer = output::Printer::new(cli.global.quiet);
+    let printer = output::Printer::with_color(cli.global.quiet, cli.global.color);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -73,6 +74,7 @@ fn init_tracing(global: &cli::GlobalArgs) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(output::stderr_color(global.color))
         .with_writer(std::io::stderr);
     let _ = match global.log_format {
         cli::LogFormat::Text => builder.try_init(),

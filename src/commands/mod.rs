@@ -12,6 +12,7 @@ pub mod restore;
 pub mod service;
 pub mod site;
 pub mod status;
+pub mod summary;
 pub mod token;
 pub mod up;
 pub mod update;

@@ -67,6 +67,8 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     let extra_env = load_env(&up)?;
     let openai_key = load_openai_key(&up, &printer)?;
     let validated = site::validate(&proxy_settings)?;
+    let admin_settings = upcfg::admin(cmd, &file, &proxy_settings.domains)?;
+    let admin_password = crate::admin::password_from_env()?;
 
     // 2. One supervisor per project and state dir. Taken before binding so that a
     //    second `webui up` names the running one instead of reporting a busy port.
@@ -82,12 +84,28 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     let (gate, ollama_routes) = serve::gate(&paths.state_dir, &project, &up, &printer)?;
     let upstream = up.upstream();
     let upstream_base = upstream.to_string().trim_end_matches('/').to_string();
-    let (route_tx, routes) = route::table(Route::Hold(Hold {
+    let first_route = Route::Hold(Hold {
         phase: Phase::Starting,
         detail: "Preparing.".into(),
-    }));
+    });
+    // Everything that sets the route (bring_up, the monitor, the control socket)
+    // writes `route_tx`; the proxy serves `routes`, which `admin::gate` keeps on the
+    // starting page until Open WebUI has its admin account (PITFALLS 15).
+    let (route_tx, written) = route::table(first_route.clone());
+    let (open_tx, routes) = route::table(first_route);
+    let certs = site.certs.clone();
     let sup = Supervisor::new();
     crate::signal::cancel_on_signal(sup.token())?;
+    let admin_outcome = crate::admin::SharedOutcome::default();
+    let admin_job = Some(crate::admin::Job {
+        settings: admin_settings,
+        password: admin_password,
+        state: ProjectState::new(&paths.state_dir, &project),
+        outcome: admin_outcome.clone(),
+    });
+    sup.spawn("creating the admin account", true, |token| {
+        crate::admin::gate(written, open_tx.clone(), admin_job, token)
+    });
     let drain = proxy_settings.drain_timeout + DRAIN_MARGIN;
     let live: SharedLive = Arc::new(Mutex::new(Live {
         pid: std::process::id(),
@@ -197,7 +215,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
                 sup.spawn("the container monitor", false, |token| monitor.run(token));
             }
             let first = tokio::select! {
-                r = first_health(&ready, &up, &route_tx, &live, &printer) => Some(r),
+                r = first_health(&ready, &up, &route_tx, &open_tx, &live, &printer) => Some(r),
                 _ = root.cancelled() => None,
             };
             match first {
@@ -206,9 +224,18 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
                     ready.public_url,
                     project.flag()
                 )),
-                Some(Ok(true)) => {
-                    printer.line(format!("Open WebUI is ready at {}", ready.public_url))
+                Some(Ok(true)) => super::summary::Summary {
+                    url: &ready.public_url,
+                    tls: &proxy_settings.tls,
+                    cert: Some(certs.info()),
+                    state_dir: &paths.state_dir,
+                    project: &project,
+                    volume: &spec::Names::new(&project).open_webui_volume,
+                    secret_key: state.secret_path(),
+                    admin: admin_outcome.lock().ok().and_then(|o| o.clone()),
                 }
+                .print(&printer),
+
                 Some(Ok(false)) => {}
                 Some(Err(e)) => {
                     state.clear_run();
@@ -292,19 +319,22 @@ pub fn control_handler(
     })
 }
 
-/// Waits for the monitor's first `Forward`. Ok(false): the monitor gave up on a crash
-/// loop (it said why; `webui up` keeps serving the "stopped" page). An error when
-/// Open WebUI is not healthy within `--health-timeout` (it keeps running).
+/// Waits for the monitor's first `Forward` to reach the proxy (`open`: after the
+/// admin account exists). Ok(false): the monitor gave up on a crash loop (it said why;
+/// `webui up` keeps serving the "stopped" page). An error when Open WebUI is not
+/// healthy within `--health-timeout` (it keeps running).
 async fn first_health(
     ready: &Ready,
     up: &UpSettings,
     routes: &RouteTx,
+    open: &RouteTx,
     live: &SharedLive,
     printer: &Printer,
 ) -> anyhow::Result<bool> {
     let start = Instant::now();
     let mut rx = routes.subscribe();
-    if matches!(*rx.borrow_and_update(), Route::Forward(_)) {
+    let mut opened = open.subscribe();
+    if matches!(*opened.borrow_and_update(), Route::Forward(_)) {
         return Ok(true);
     }
     let spinner = printer.spinner();
@@ -327,11 +357,15 @@ async fn first_health(
     loop {
         tokio::select! {
             _ = rx.changed() => {}
+            _ = opened.changed() => {}
             _ = tick.tick() => {}
         }
         let route = rx.borrow_and_update().clone();
+        let is_open = matches!(*opened.borrow_and_update(), Route::Forward(_));
         let elapsed = start.elapsed();
         match &route {
+            // Healthy, and the admin account is being created: the site opens next.
+            Route::Forward(_) if !is_open => {}
             Route::Forward(_) => {
                 finish(&spinner);
                 printer.line(format!(

@@ -56,6 +56,8 @@ pub struct FileConfig {
     pub env_file: Option<PathBuf>,
     pub aiohttp_timeout: Option<String>,
     pub health_timeout: Option<String>,
+    pub admin_email: Option<String>,
+    pub admin_name: Option<String>,
     // `webui version --check`
     pub release_url: Option<String>,
 }

@@ -659,9 +659,96 @@ pub fn openai_key(text: &str, origin: &str) -> anyhow::Result<String> {
     Ok(key.to_string())
 }
 
+/// The admin account `webui up` creates when Open WebUI has none (PITFALLS 15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub email: String,
+    pub name: String,
+}
+
+pub const DEFAULT_ADMIN_NAME: &str = "Administrator";
+
+/// `--admin-email` (env `WEBUI_ADMIN_EMAIL`) > `admin_email` > `admin@<first domain>`
+/// (`admin@localhost` without a domain; Open WebUI accepts that address). `domains`
+/// are the resolved ones of `resolve::proxy`.
+pub fn admin(cli: &UpCmd, file: &FileConfig, domains: &[String]) -> anyhow::Result<AdminSettings> {
+    let email = match pick(&cli.admin_email, &file.admin_email) {
+        Some(e) => {
+            let e = e.trim().to_lowercase();
+            check_email(&e)?;
+            e
+        }
+        None => format!(
+            "admin@{}",
+            domains.first().map_or("localhost", String::as_str)
+        ),
+    };
+    let name = pick(&cli.admin_name, &file.admin_name)
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_ADMIN_NAME.to_string());
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(err(
+            "--admin-name must be a display name of at most 100 printable characters",
+        ));
+    }
+    Ok(AdminSettings { email, name })
+}
+
+fn check_email(e: &str) -> anyhow::Result<()> {
+    let ok = match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && e.len() <= 254
+                && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::new(format!("--admin-email `{e}` is not an email address"))
+            .hint("give the address the admin signs in with, e.g. --admin-email admin@chat.example.com")
+            .into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_email_from_flag_file_or_domain() {
+        let none = UpCmd::default();
+        let a = admin(&none, &FileConfig::default(), &["chat.example.com".into()]).unwrap();
+        assert_eq!(a.email, "admin@chat.example.com");
+        assert_eq!(a.name, DEFAULT_ADMIN_NAME);
+        let a = admin(&none, &FileConfig::default(), &[]).unwrap();
+        assert_eq!(a.email, "admin@localhost");
+        let f = file("admin_email = \"ops@example.org\"\nadmin_name = \"Ops\"\n");
+        let a = admin(&none, &f, &["x.example".into()]).unwrap();
+        assert_eq!(
+            (a.email.as_str(), a.name.as_str()),
+            ("ops@example.org", "Ops")
+        );
+        let flag = UpCmd {
+            admin_email: Some(" Boss@Example.org ".into()),
+            ..UpCmd::default()
+        };
+        assert_eq!(admin(&flag, &f, &[]).unwrap().email, "boss@example.org");
+        for bad in ["admin", "@x.org", "a@", "a b@x.org", "a@b@c", "a@.x"] {
+            let c = UpCmd {
+                admin_email: Some(bad.into()),
+                ..UpCmd::default()
+            };
+            let e = admin(&c, &FileConfig::default(), &[]).unwrap_err();
+            assert!(e.to_string().contains("not an email address"), "{bad}: {e}");
+        }
+    }
 
     fn file(text: &str) -> FileConfig {
         FileConfig::parse(text, std::path::Path::new("t.toml")).unwrap()

@@ -25,7 +25,7 @@ REGISTRY_LOG=/var/log/webui-ci-registry.log
 # Bump when the rootfs layout below changes (forces a rebuild of every image).
 ROOTFS_RECIPE=2
 
-PACKAGES=(docker.io docker-registry pebble openssl curl ca-certificates iproute2 procps jq binutils nginx apache2 caddy shellcheck debootstrap man-db testssl.sh)
+PACKAGES=(docker.io docker-registry pebble openssl curl ca-certificates iproute2 procps jq binutils nginx apache2 caddy shellcheck debootstrap man-db testssl.sh tmux)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {

@@ -364,6 +364,17 @@ async fn route(
         (Role::OpenWebUi, "/api/version") if get => {
             json_response(StatusCode::OK, &json!({"version": shared.config.version}))
         }
+        (Role::OpenWebUi, "/api/config") if get => accounts::config(&shared, &req),
+        (Role::OpenWebUi, "/api/v1/auths/signup") if method == Method::POST => {
+            accounts::signup(&shared, peer, req).await
+        }
+        (Role::OpenWebUi, "/api/v1/auths/signin") if method == Method::POST => {
+            accounts::signin(&shared, req).await
+        }
+        (Role::OpenWebUi, "/api/v1/auths/" | "/api/v1/auths") if get => {
+            accounts::session(&shared, &req)
+        }
+        (Role::OpenWebUi, "/standin/users") if get => accounts::list(&shared),
         (Role::OpenWebUi, p) if p.starts_with("/ollama/") && method == Method::POST => {
             ollama_passthrough(req).await
         }
@@ -1130,6 +1141,286 @@ async fn ollama_passthrough(req: Request<Incoming>) -> Response<Body> {
     let mut resp = stream_response("application/x-ndjson", frames);
     *resp.status_mut() = status;
     resp
+}
+
+/// `/api/pull`: a long NDJSON progress stream like a model download. The request
+/// may carry `steps` (progress lines, default 5) and `interval_ms` (pause before
+/// each, default 200), so a test can make it outlast a timeout.
+async fn ollama_pull(req: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad_request(format!("reading body: {e}")),
+    };
+    let request: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({}));
+    let steps = request
+        .get("steps")
+        .and_then(Value::as_u64)
+        .unwrap_or(5)
+        .min(10_000);
+    let pause = Duration::from_millis(
+        request
+            .get("interval_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(200)
+            .min(60_000),
+    );
+    let total = steps.max(1) * 1000;
+    let frames = stream::unfold(0u64, move |i| async move {
+        let line = match i {
+            0 => json!({"status": "pulling manifest"}),
+            i if i <= steps => {
+                tokio::time::sleep(pause).await;
+                json!({"status": "pulling standin", "digest": "sha256:0", "total": total, "completed": i * 1000})
+            }
+            i if i == steps + 1 => json!({"status": "success"}),
+            _ => return None,
+        };
+        Some((Ok(Frame::data(Bytes::from(format!("{line}\n")))), i + 1))
+    });
+    stream_response("application/x-ndjson", frames)
+}
+
+// ---------------------------------------------------------------------------
+// Accounts (role openwebui)
+
+/// Open WebUI's accounts as far as `webui up` sees them (checked against Open WebUI's
+/// `main.py` and `routers/auths.py`): `GET /api/config` carries `"onboarding": true`
+/// exactly while there is no user (and the caller is not signed in);
+/// `POST /api/v1/auths/signup {name, email, password}` makes the first user `admin`
+/// and turns public signup off, later ones get `pending` (403 once signup is off);
+/// `POST /api/v1/auths/signin {email, password}` answers a token or 400;
+/// `GET /api/v1/auths/` with `Authorization: Bearer` is the session user.
+///
+/// Users live in `DATA_DIR/standin-users.json` so they survive a recreated
+/// container. `GET /standin/users` (test hook, no real counterpart) lists them with
+/// how each signup arrived: its `X-Forwarded-For` (set by the proxy, absent for a
+/// request made on loopback by webui itself), `User-Agent` and peer address.
+mod accounts {
+    use super::*;
+
+    /// Serialises read-modify-write of the users file.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn path(shared: &Shared) -> PathBuf {
+        shared.config.data_dir.join("standin-users.json")
+    }
+
+    fn load(shared: &Shared) -> Value {
+        std::fs::read(path(shared))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .filter(|v| v["users"].is_array())
+            .unwrap_or_else(|| json!({"users": [], "enable_signup": true}))
+    }
+
+    fn save(shared: &Shared, v: &Value) -> io::Result<()> {
+        std::fs::create_dir_all(&shared.config.data_dir)?;
+        let tmp = path(shared).with_extension("tmp");
+        std::fs::write(&tmp, v.to_string())?;
+        std::fs::rename(tmp, path(shared))
+    }
+
+    fn hash(password: &str) -> String {
+        hex_of(&Sha256::digest(format!("standin:{password}").as_bytes()))
+    }
+
+    fn hex_of(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn token_of(user: &Value) -> String {
+        let seed = format!("{}:{}", user["id"], user["password_hash"]);
+        format!("standin-{}", hex_of(&Sha256::digest(seed.as_bytes())))
+    }
+
+    fn public(user: &Value) -> Value {
+        json!({
+            "id": user["id"], "email": user["email"], "name": user["name"],
+            "role": user["role"],
+        })
+    }
+
+    fn with_token(user: &Value) -> Value {
+        let mut v = public(user);
+        v["token"] = json!(token_of(user));
+        v["token_type"] = json!("Bearer");
+        v
+    }
+
+    fn detail(status: StatusCode, msg: &str) -> Response<Body> {
+        json_response(status, &json!({"detail": msg}))
+    }
+
+    fn bearer_user(users: &Value, req: &Request<Incoming>) -> Option<Value> {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .trim()
+            .to_string();
+        users["users"]
+            .as_array()?
+            .iter()
+            .find(|u| token_of(u) == token)
+            .cloned()
+    }
+
+    async fn form(req: Request<Incoming>) -> Result<Value, Response<Body>> {
+        let body = Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| bad_request(format!("reading body: {e}")))?
+            .to_bytes();
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .filter(|v| v["email"].is_string() && v["password"].is_string())
+            .ok_or_else(|| {
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({"detail": "email and password are required"}),
+                )
+            })
+    }
+
+    pub(super) fn config(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+        let v = load(shared);
+        let signed_in = bearer_user(&v, req).is_some();
+        let none = v["users"].as_array().is_none_or(|u| u.is_empty());
+        let mut out = json!({
+            "status": true,
+            "name": "Open WebUI",
+            "version": shared.config.version,
+            "features": {
+                "auth": true,
+                "enable_signup": v["enable_signup"].as_bool().unwrap_or(true),
+                "enable_login_form": true,
+            },
+        });
+        if none && !signed_in {
+            out["onboarding"] = json!(true);
+        }
+        json_response(StatusCode::OK, &out)
+    }
+
+    pub(super) async fn signup(
+        shared: &Shared,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let header_text = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        };
+        let forwarded_for = header_text("x-forwarded-for");
+        let user_agent = header_text("user-agent");
+        let f = match form(req).await {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let email = f["email"].as_str().unwrap_or("").trim().to_lowercase();
+        let password = f["password"].as_str().unwrap_or("");
+        if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+            return detail(StatusCode::BAD_REQUEST, "Invalid email format");
+        }
+        if password.len() > 72 {
+            return detail(StatusCode::BAD_REQUEST, "Password too long");
+        }
+        let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v = load(shared);
+        let users = v["users"].as_array().cloned().unwrap_or_default();
+        if !users.is_empty() && !v["enable_signup"].as_bool().unwrap_or(true) {
+            return detail(
+                StatusCode::FORBIDDEN,
+                "You do not have permission to access this resource.",
+            );
+        }
+        if users.iter().any(|u| u["email"] == json!(email)) {
+            return detail(
+                StatusCode::BAD_REQUEST,
+                "Uh-oh! This email is already registered.",
+            );
+        }
+        let user = json!({
+            "id": format!("user-{}", users.len() + 1),
+            "email": email,
+            "name": f["name"].as_str().unwrap_or(""),
+            "role": if users.is_empty() { "admin" } else { "pending" },
+            "password_hash": hash(password),
+            "created_at_ms": unix_ms(),
+            "via": {
+                "x_forwarded_for": forwarded_for,
+                "user_agent": user_agent,
+                "peer": peer.to_string(),
+            },
+        });
+        if users.is_empty() {
+            // Like Open WebUI: public signup closes once the admin exists.
+            v["enable_signup"] = json!(false);
+        }
+        if let Some(list) = v["users"].as_array_mut() {
+            list.push(user.clone());
+        }
+        if let Err(e) = save(shared, &v) {
+            return detail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("saving users: {e}"),
+            );
+        }
+        json_response(StatusCode::OK, &with_token(&user))
+    }
+
+    pub(super) async fn signin(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+        let f = match form(req).await {
+            Ok(f) => f,
+            Err(r) => return r,
+        };
+        let email = f["email"].as_str().unwrap_or("").trim().to_lowercase();
+        let h = hash(f["password"].as_str().unwrap_or(""));
+        let v = load(shared);
+        let found = v["users"].as_array().and_then(|u| {
+            u.iter()
+                .find(|u| u["email"] == json!(email) && u["password_hash"] == json!(h))
+        });
+        match found {
+            Some(u) => json_response(StatusCode::OK, &with_token(u)),
+            None => detail(
+                StatusCode::BAD_REQUEST,
+                "The email or password provided is incorrect. Please check for typos and try logging in again.",
+            ),
+        }
+    }
+
+    pub(super) fn session(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+        match bearer_user(&load(shared), req) {
+            Some(u) => json_response(StatusCode::OK, &public(&u)),
+            None => detail(StatusCode::UNAUTHORIZED, "Not authenticated"),
+        }
+    }
+
+    pub(super) fn list(shared: &Shared) -> Response<Body> {
+        let v = load(shared);
+        let users: Vec<Value> = v["users"]
+            .as_array()
+            .map(|u| {
+                u.iter()
+                    .map(|u| {
+                        let mut p = public(u);
+                        p["created_at_ms"] = u["created_at_ms"].clone();
+                        p["via"] = u["via"].clone();
+                        p
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json_response(
+            StatusCode::OK,
+            &json!({"users": users, "enable_signup": v["enable_signup"]}),
+        )
+    }
 }
 
 /// `/api/pull`: a long NDJSON progress stream like a model download. The request

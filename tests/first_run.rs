@@ -1,0 +1,482 @@
+//! A first `webui up` explains itself, and claims the admin account before the site
+//! opens (issue #13 items 1 and 3, PITFALLS 15), against the real dockerd and the
+//! stand-in Open WebUI image (which keeps its users in its data volume and records
+//! how each signup arrived: `GET /standin/users`).
+//!
+//! The terminal test runs `webui up` in a pseudo-terminal through tmux (its own
+//! server socket, `send-keys`/`capture-pane`); tmux is installed by
+//! `tests/infra/setup.sh`. Same rules as `tests/docker.rs`: a project
+//! `t-fr-<name>-<pid>` per test removed by a guard; skipped with a reason without
+//! dockerd or tmux outside CI, a failure in CI.
+
+mod support;
+#[path = "supervision_support/mod.rs"]
+mod sv;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::webui::{self, Webui};
+use sv::*;
+
+/// The stand-in's users, asked on the container's loopback port (not through the
+/// proxy).
+async fn users(port: u16) -> Value {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/standin/users"))
+        .await
+        .expect("stand-in answers on loopback");
+    r.json().await.expect("users JSON")
+}
+
+fn admins(users: &Value) -> Vec<Value> {
+    users["users"]
+        .as_array()
+        .map(|u| u.iter().filter(|u| u["role"] == "admin").cloned().collect())
+        .unwrap_or_default()
+}
+
+fn project_dir(state: &Path, p: &Cleanup) -> PathBuf {
+    state.join("projects").join(&p.name)
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+/// Signs in through the proxy; the role when it worked.
+async fn signin(c: &reqwest::Client, w: &Webui, email: &str, password: &str) -> Option<String> {
+    let r = c
+        .post(w.https_url("/api/v1/auths/signin"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    let v: Value = r.json().await.ok()?;
+    v["role"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn piped_first_up_claims_the_admin_before_the_site_opens_and_says_so_plainly() {
+    let Some(img) = docker_available() else {
+        return;
+    };
+    let p = Cleanup::new("fr-pipe");
+    let state = webui::state_dir();
+    let image = img.tag("v1");
+    let port = free_port();
+    let w = up(
+        state.path(),
+        &p,
+        &image,
+        port,
+        "127.0.0.1:0",
+        &["--admin-email", "Boss@First-Run.test"],
+    );
+    let c = client(state.path());
+
+    // A stranger tries to sign up through the public site from the first moment on,
+    // the way a bot watching new certificates would.
+    let racer = {
+        let c = c.clone();
+        let url = w.https_url("/api/v1/auths/signup");
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(120) {
+                let r = c
+                    .post(&url)
+                    .json(&serde_json::json!({
+                        "name": "Stranger",
+                        "email": "stranger@evil.test",
+                        "password": "stranger-password",
+                    }))
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    let done = status != 503;
+                    seen.push((status, body));
+                    if done {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        })
+    };
+    wait_ready(&w);
+    let seen = racer.await.unwrap();
+    assert!(
+        seen.iter().filter(|(s, _)| *s == 503).count() >= 1,
+        "the stranger saw the starting page while webui was setting up: {seen:?}"
+    );
+
+    // Exactly one admin, the one asked for, created by webui on loopback (no
+    // X-Forwarded-For: it did not come through the proxy).
+    let u = users(port).await;
+    let a = admins(&u);
+    assert_eq!(a.len(), 1, "{u}");
+    assert_eq!(a[0]["email"], "boss@first-run.test", "{u}");
+    assert_eq!(a[0]["via"]["x_forwarded_for"], Value::Null, "{u}");
+    assert!(
+        a[0]["via"]["user_agent"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("webui/"),
+        "{u}"
+    );
+    let first_id = a[0]["id"].clone();
+    // The stranger's one request that got through (after the site opened) did not
+    // make an account: signup was closed by the admin's creation.
+    let (last_status, last_body) = seen.last().cloned().unwrap();
+    assert_eq!(last_status, 403, "{last_body}");
+    for user in u["users"].as_array().unwrap() {
+        assert_ne!(user["email"], "stranger@evil.test", "{u}");
+    }
+
+    // The generated password: not printed (not a terminal), in a 0600 file, and it
+    // signs in through the site.
+    let out = w.output_text();
+    let pw_file = project_dir(state.path(), &p).join("admin_password");
+    let password = std::fs::read_to_string(&pw_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(password.len(), 24, "{password}");
+    assert_eq!(mode(&pw_file), 0o600);
+    assert!(
+        !out.contains(&password),
+        "password printed to a pipe:\n{out}"
+    );
+    assert_eq!(
+        signin(&c, &w, "boss@first-run.test", &password)
+            .await
+            .as_deref(),
+        Some("admin")
+    );
+    assert_eq!(
+        signin(&c, &w, "boss@first-run.test", "wrong-password").await,
+        None
+    );
+
+    // Piped: the same facts as plain lines, no escape codes at all.
+    assert!(
+        !out.contains("\x1b["),
+        "escape codes in piped output:\n{out}"
+    );
+    for want in [
+        "Open WebUI is ready at https://127.0.0.1:".to_string(),
+        "certificate:".to_string(),
+        webui::local_ca(state.path()).display().to_string(),
+        "admin:".to_string(),
+        "created boss@first-run.test".to_string(),
+        pw_file.display().to_string(),
+        format!("Docker volume {}", p.n("open-webui")),
+        project_dir(state.path(), &p)
+            .join("secret_key")
+            .display()
+            .to_string(),
+        format!("webui --project {} status", p.name),
+        format!("webui --project {} logs -f", p.name),
+        format!("webui --project {} backup", p.name),
+        format!("webui --project {} down", p.name),
+    ] {
+        assert!(out.contains(&want), "`{want}` in:\n{out}");
+    }
+    stop(w);
+
+    // A second `up` on the same data: no new account, nothing changed, and it says so.
+    let w = up(
+        state.path(),
+        &p,
+        &image,
+        port,
+        "127.0.0.1:0",
+        &["--admin-email", "other@first-run.test"],
+    );
+    wait_ready(&w);
+    let again = users(port).await;
+    assert_eq!(
+        again["users"], u["users"],
+        "accounts changed on the second up"
+    );
+    assert_eq!(admins(&again)[0]["id"], first_id);
+    assert_eq!(
+        std::fs::read_to_string(&pw_file).unwrap().trim(),
+        password,
+        "the stored password was replaced"
+    );
+    let out = w.output_text();
+    assert!(
+        out.contains("boss@first-run.test (created by webui"),
+        "existing admin reported:\n{out}"
+    );
+    assert!(!out.contains("other@first-run.test"), "{out}");
+    stop(w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_password_from_the_environment_is_used_and_not_stored() {
+    let Some(img) = docker_available() else {
+        return;
+    };
+    let p = Cleanup::new("fr-env");
+    let state = webui::state_dir();
+    let image = img.tag("v1");
+    let port = free_port().to_string();
+    let mut cmd = webui::command(state.path());
+    cmd.args(up_args(&p, &image, &port, "127.0.0.1:0"))
+        .env("WEBUI_ADMIN_EMAIL", "ops@first-run.test")
+        .env("WEBUI_ADMIN_PASSWORD", "e2e-Passw0rd!");
+    let w = Webui::start_cmd(cmd, START);
+    wait_ready(&w);
+    let c = client(state.path());
+    assert_eq!(
+        signin(&c, &w, "ops@first-run.test", "e2e-Passw0rd!")
+            .await
+            .as_deref(),
+        Some("admin")
+    );
+    assert!(
+        !project_dir(state.path(), &p)
+            .join("admin_password")
+            .exists(),
+        "a given password is not written anywhere"
+    );
+    let out = w.output_text();
+    assert!(out.contains("WEBUI_ADMIN_PASSWORD"), "{out}");
+    assert!(!out.contains("e2e-Passw0rd!"), "{out}");
+    stop(w);
+}
+
+// ------------------------------------------------------------------ the terminal
+
+/// tmux on its own server socket, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn available() -> bool {
+        let ok = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            if std::env::var_os("CI").is_some() {
+                panic!("tmux required in CI (tests/infra/setup.sh installs it)");
+            }
+            eprintln!("skipping: tmux is not installed (bash tests/infra/setup.sh installs it)");
+        }
+        ok
+    }
+
+    fn new(name: &str) -> Self {
+        Self {
+            socket: format!("{name}-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `argv` in a 200x60 terminal with exactly `env` (plus PATH and HOME).
+    fn start(&self, env: &[(&str, String)], argv: &[String]) {
+        let mut words = vec!["env".to_string(), "-i".to_string()];
+        for k in ["PATH", "HOME", "DOCKER_HOST"] {
+            if let Ok(v) = std::env::var(k) {
+                words.push(format!("{k}={v}"));
+            }
+        }
+        words.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        words.extend(argv.iter().cloned());
+        // Keep the pane after the program exits, so the transcript can be read.
+        let shell = format!(
+            "{}; echo EXITED $?; sleep 600",
+            words
+                .iter()
+                .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "200",
+            "-y",
+            "60",
+            &shell,
+        ]);
+    }
+
+    /// The pane's whole history, with the escape codes of its attributes (`-e`).
+    fn capture(&self) -> String {
+        self.run(&["capture-pane", "-p", "-e", "-J", "-S", "-", "-t", "t"])
+    }
+
+    fn wait_for(&self, needle: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.capture();
+            if strip(&text).contains(needle) {
+                return text;
+            }
+            if start.elapsed() > limit || strip(&text).contains("EXITED") {
+                panic!("`{needle}` not shown in the terminal:\n{}", strip(&text));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+/// Without CSI escape sequences.
+fn strip(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn up_argv(state: &Path, p: &Cleanup, image: &str, port: u16, listen: &str) -> Vec<String> {
+    let mut v = vec![
+        webui::bin().to_string(),
+        "--state-dir".to_string(),
+        state.display().to_string(),
+    ];
+    v.extend(
+        up_args(p, image, &port.to_string(), listen)
+            .into_iter()
+            .map(str::to_string),
+    );
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_up_in_a_terminal_shows_url_certificate_admin_and_next_steps() {
+    let Some(img) = docker_available() else {
+        return;
+    };
+    if !Tmux::available() {
+        return;
+    }
+    let p = Cleanup::new("fr-tty");
+    let state = webui::state_dir();
+    let image = img.tag("v1");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let argv = up_argv(state.path(), &p, &image, port, &listen);
+
+    let tmux = Tmux::new("t-fr-tty");
+    tmux.start(&[("TERM", "xterm-256color".to_string())], &argv);
+    let screen = tmux.wait_for("next:", READY);
+    let text = strip(&screen);
+    // Colour on a terminal (sparingly: headings and prefixes).
+    assert!(
+        screen.contains("\x1b["),
+        "no colour on a terminal:\n{screen}"
+    );
+    let pw_file = project_dir(state.path(), &p).join("admin_password");
+    let password = std::fs::read_to_string(&pw_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    for want in [
+        format!("Open WebUI is ready at https://{listen}"),
+        "self-signed by webui's local CA".to_string(),
+        webui::local_ca(state.path()).display().to_string(),
+        "update-ca-certificates".to_string(),
+        "created admin@localhost".to_string(),
+        format!("password: {password}"),
+        pw_file.display().to_string(),
+        format!("Docker volume {}", p.n("open-webui")),
+        format!("webui --project {} status", p.name),
+        format!("webui --project {} logs -f", p.name),
+        format!("webui --project {} backup", p.name),
+        format!("webui --project {} down", p.name),
+    ] {
+        assert!(text.contains(&want), "`{want}` in:\n{text}");
+    }
+    // The password shown works.
+    let c = client(state.path());
+    let r = c
+        .post(format!("https://{listen}/api/v1/auths/signin"))
+        .json(&serde_json::json!({"email": "admin@localhost", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    tmux.run(&["send-keys", "-t", "t", "C-c"]);
+    tmux.wait_for("EXITED 0", Duration::from_secs(30));
+    drop(tmux);
+
+    // Again on a terminal with NO_COLOR: no colour codes at all; the admin exists.
+    let tmux = Tmux::new("t-fr-nocolor");
+    tmux.start(
+        &[
+            ("TERM", "xterm-256color".to_string()),
+            ("NO_COLOR", "1".to_string()),
+        ],
+        &argv,
+    );
+    let screen = tmux.wait_for("next:", READY);
+    assert!(
+        !screen.contains("\x1b["),
+        "colour codes with NO_COLOR:\n{screen:?}"
+    );
+    assert!(
+        screen.contains("admin@localhost (created by webui"),
+        "{screen}"
+    );
+    assert!(!screen.contains(&password), "shown once only:\n{screen}");
+    tmux.run(&["send-keys", "-t", "t", "C-c"]);
+    tmux.wait_for("EXITED 0", Duration::from_secs(30));
+
+    // -q: only the URL (and errors).
+    drop(tmux);
+    let mut argv_q = argv.clone();
+    argv_q.insert(1, "-q".to_string());
+    let tmux = Tmux::new("t-fr-quiet");
+    tmux.start(&[("TERM", "xterm-256color".to_string())], &argv_q);
+    let screen = strip(&tmux.wait_for(&format!("https://{listen}"), READY));
+    tmux.run(&["send-keys", "-t", "t", "C-c"]);
+    let screen_end = strip(&tmux.wait_for("EXITED 0", Duration::from_secs(30)));
+    let lines: Vec<&str> = screen_end
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("EXITED"))
+        .collect();
+    assert_eq!(lines, vec![format!("https://{listen}")], "{screen}");
+}
