@@ -145,7 +145,11 @@ pub enum Command {
         database on first start (PersistentConfig) and ignores later changes of these\n\
         variables; webui warns when they change. Change them in Admin Panel > Settings,\n\
         or pass --env ENABLE_PERSISTENT_CONFIG=false to make the environment win on every\n\
-        start (settings saved in the admin panel are then lost at each restart).")]
+        start (settings saved in the admin panel are then lost at each restart).\n\n\
+        When Open WebUI has no account yet, the admin account is created before the site\n\
+        opens (nobody else can claim it): --admin-email, password from WEBUI_ADMIN_PASSWORD\n\
+        or generated, shown once and kept (mode 0600) in\n\
+        <state-dir>/projects/<project>/admin_password. Existing accounts are never changed.")]
     Up(UpCmd),
 
     /// Show the containers, their health, image digest, uptime and restarts

@@ -22,7 +22,7 @@ use crate::docker::project::ProjectState;
 use crate::docker::spec::Names;
 use crate::docker::{self, Role, health, host};
 use crate::error::UserError;
-use crate::output::Printer;
+use crate::output::{Printer, Tone};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -296,10 +296,10 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
     } else {
         for c in &checks {
             let tag = match c.status {
-                Status::Pass => "PASS",
-                Status::Warn => "WARN",
-                Status::Fail => "FAIL",
-                Status::Skip => "SKIP",
+                Status::Pass => printer.paint(Tone::Good, "PASS"),
+                Status::Warn => printer.paint(Tone::Warn, "WARN"),
+                Status::Fail => printer.paint(Tone::Bad, "FAIL"),
+                Status::Skip => printer.paint(Tone::Dim, "SKIP"),
             };
             printer.line(format!("{tag}  {}: {}", c.name, c.evidence));
             if let Some(fix) = &c.fix
