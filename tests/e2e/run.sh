@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # End-to-end: the real Open WebUI image (tests/e2e/build-image.sh), a real ACME flow
-# (pebble + pebble-challtestsrv), the bundled-Ollama stand-in as the model server, and
-# a real browser (Debian's chromium, headless, driven by playwright-core) through
-# webui's HTTPS + WebSocket proxy.
+# (pebble + pebble-challtestsrv), the bundled-Ollama stand-in as the model server
+# (tokens 300 ms apart: image webui-test/ollama:slow), and a real browser (Debian's
+# chromium, headless, driven by playwright-core) through webui's HTTPS + WebSocket
+# proxy; then `webui update` to the same Open WebUI version (a new image id) and the
+# browser again. Run by tests/e2e.rs (`cargo test --test e2e`) and .ci/e2e.
 #
 #   tests/e2e/run.sh [IMAGE]     # default: 127.0.0.1:5000/webui-test/open-webui-real:<ver>
 #
 # Needs root, dockerd, the local registry and pebble (tests/infra/setup.sh), chromium,
-# libnss3-tools (certutil), node + npm. Everything it starts (project t-e2e: its
-# containers, network and volumes; pebble; webui; chromium) is removed on exit.
-# Screenshots and logs of a failure land in tests/e2e/artifacts/.
+# libnss3-tools (certutil), node + npm with tests/e2e/node_modules. Everything it
+# starts (project t-e2e: its containers, network and volumes; pebble; webui;
+# chromium; the pulled image) is removed on exit. Screenshots and logs of a failure
+# land in tests/e2e/artifacts/.
 #
+# Exit codes: 0 passed, 1 failed, 3 not enough disk space to pull the image.
 # Knobs: WEBUI_BIN (default: `cargo build` and use target/debug/webui),
 #        WEBUI_E2E_KEEP=1 (leave everything running for a look; prints how to clean),
-#        WEBUI_E2E_KEEP_IMAGE=1 (do not remove the local image first: no real pull).
+#        WEBUI_E2E_KEEP_IMAGE=1 (do not remove the local image first: no real pull),
+#        WEBUI_E2E_DISK_RESERVE_GB (free space to leave after the pull, default 3),
+#        E2E_MIN_STATES (growing DOM states the answer must show, default 3).
 set -euo pipefail
 
 export PATH="${HOME:-/root}/.cargo/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -24,7 +30,9 @@ ENV_FILE=/var/lib/webui-ci/env
 [[ -f $ENV_FILE ]] && source "$ENV_FILE"
 VERSION=${OPENWEBUI_VERSION:-0.12.4}
 IMAGE=${1:-${WEBUI_TEST_REGISTRY:-127.0.0.1:5000}/webui-test/open-webui-real:$VERSION}
-OLLAMA_IMAGE=${WEBUI_TEST_OLLAMA_IMAGE:-127.0.0.1:5000/webui-test/ollama:latest}
+OLLAMA_IMAGE=${WEBUI_TEST_OLLAMA_SLOW_IMAGE:-127.0.0.1:5000/webui-test/ollama:slow}
+# The same Open WebUI under another image id (one more label), for `webui update`.
+UPDATE_IMAGE=${IMAGE%:*}:${IMAGE##*:}-update
 PROJECT=t-e2e
 DOMAIN=e2e.webui.test
 DOCKER=${WEBUI_TEST_DOCKER_CLI:-/usr/bin/docker}
@@ -104,8 +112,8 @@ on_exit() {
 		# A chromium left by a crashed driver: only ours (its profile is in $WORK).
 		for p in $(pgrep -f -- "--user-data-dir=$WORK/profile" || true); do kill "$p" 2>/dev/null || true; done
 		cleanup_project
-		# The pulled image is 8 GB; the next run pulls it again anyway.
-		if [[ ${WEBUI_E2E_KEEP_IMAGE:-} != 1 ]]; then "$DOCKER" rmi "$IMAGE" >/dev/null 2>&1 || true; fi
+		# The pulled image is 7+ GB; the next run pulls it again anyway.
+		if [[ ${WEBUI_E2E_KEEP_IMAGE:-} != 1 ]]; then "$DOCKER" rmi "$IMAGE" "$UPDATE_IMAGE" >/dev/null 2>&1 || true; fi
 		rm -rf "$WORK"
 	fi
 	printf '\n=== e2e: steps\n'
@@ -215,6 +223,17 @@ UP_ARGS=(up --domain "$DOMAIN" --email admin@webui.test
 	--image "$IMAGE" --port "$APP_PORT"
 	--ollama --ollama-image "$OLLAMA_IMAGE"
 	--health-timeout 15m)
+# The admin: created by `webui up --admin-email` (password from WEBUI_ADMIN_PASSWORD)
+# when this webui has the flag; else the browser signs up as the first user.
+export E2E_ADMIN_EMAIL=e2e-admin@example.test E2E_ADMIN_PASSWORD='e2e-Passw0rd!'
+if "$WEBUI_BIN" up --help 2>/dev/null | grep -q -- '--admin-email'; then
+	UP_ARGS+=(--admin-email "$E2E_ADMIN_EMAIL")
+	export WEBUI_ADMIN_PASSWORD=$E2E_ADMIN_PASSWORD E2E_ADMIN_MODE=login
+	log "admin: made by webui up --admin-email $E2E_ADMIN_EMAIL; the browser logs in"
+else
+	export E2E_ADMIN_MODE=signup
+	log "admin: webui up has no --admin-email; the browser signs up as the first user"
+fi
 start_webui() { # log-name extra-args...
 	WEBUI_LOG=$WORK/$1.log
 	shift
@@ -232,16 +251,52 @@ wait_ready() { # timeout_s
 	done
 }
 
+# $UPDATE_IMAGE: $IMAGE's manifest with a config that has one more label, pushed
+# under another tag (a few KB: the layers are shared). A new image id with the same
+# Open WebUI, so `webui update` recreates the container.
+push_update_variant() {
+	local r=http://${IMAGE%%/*}/v2 repo=${IMAGE#*/} manifest cfg_digest cfg sha loc sep
+	repo=${repo%:*}
+	manifest=$(curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "$r/$repo/manifests/${IMAGE##*:}")
+	cfg_digest=$(jq -r .config.digest <<<"$manifest")
+	curl -fsS "$r/$repo/blobs/$cfg_digest" | jq -c '.config.Labels["webui.test.variant"] = "update"' >"$WORK/update-config.json"
+	sha=sha256:$(sha256sum "$WORK/update-config.json" | cut -d' ' -f1)
+	if ! curl -fsS -o /dev/null -I "$r/$repo/blobs/$sha" 2>/dev/null; then
+		loc=$(curl -fsS -D - -o /dev/null -X POST "$r/$repo/blobs/uploads/" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+		[[ $loc == http* ]] || loc=http://${IMAGE%%/*}$loc
+		if [[ $loc == *\?* ]]; then sep='&'; else sep='?'; fi
+		curl -fsS -X PUT -T "$WORK/update-config.json" "$loc${sep}digest=$sha" -o /dev/null
+	fi
+	jq --arg d "$sha" --argjson s "$(stat -c %s "$WORK/update-config.json")" '.config.digest = $d | .config.size = $s' \
+		<<<"$manifest" >"$WORK/update-manifest.json"
+	curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+		--data-binary "@$WORK/update-manifest.json" "$r/$repo/manifests/${UPDATE_IMAGE##*:}" -o /dev/null
+	log "pushed $UPDATE_IMAGE (same layers, config ${sha:0:19})"
+}
+
 step "webui up: pull the real image from the registry, create, wait for /health"
-if [[ ${WEBUI_E2E_KEEP_IMAGE:-} != 1 ]] && "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
-	"$DOCKER" rmi "$IMAGE" >/dev/null 2>&1 || true # make `up` pull it for real
+if [[ ${WEBUI_E2E_KEEP_IMAGE:-} != 1 ]]; then
+	# make `up` pull it for real
+	"$DOCKER" rmi "$IMAGE" "$UPDATE_IMAGE" >/dev/null 2>&1 || true
 fi
-# The image's one 7.4 GB layer is uncompressed: dockerd keeps the downloaded blob
-# until it is extracted, so a pull needs about twice the image size for a moment.
-droot=$("$DOCKER" info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
-free_gb=$(($(df --output=avail -k "$droot" | tail -n 1) / 1048576))
-if ! "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1 && ((free_gb < 17)); then
-	die "only ${free_gb} GB free under $droot; pulling the e2e image needs about 17 GB"
+# A pull needs the compressed layers (dockerd keeps the download until it is
+# extracted) plus the unpacked image, for a moment both.
+if ! "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
+	manifest=$(curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+		"http://${IMAGE%%/*}/v2/$(sed 's|^[^/]*/||; s|:[^:]*$||' <<<"$IMAGE")/manifests/${IMAGE##*:}") ||
+		die "$IMAGE is not in the registry (bash tests/e2e/build-image.sh builds it)"
+	packed=$(jq '[.layers[].size] | add' <<<"$manifest")
+	unpacked=$(curl -fsS "http://${IMAGE%%/*}/v2/$(sed 's|^[^/]*/||; s|:[^:]*$||' <<<"$IMAGE")/blobs/$(jq -r .config.digest <<<"$manifest")" |
+		jq -r '.config.Labels["webui.test.unpacked-bytes"] // "8000000000"')
+	droot=$("$DOCKER" info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
+	free_gb=$(($(df --output=avail -k "$droot" | tail -n 1) / 1048576))
+	need_gb=$(((packed + unpacked) / 1073741824 + 1 + ${WEBUI_E2E_DISK_RESERVE_GB:-3}))
+	if ((free_gb < need_gb)); then
+		printf 'e2e: FAILED: only %s GB free under %s; pulling %s needs about %s GB (%s MB download + %s MB unpacked + %s GB reserve)\n' \
+			"$free_gb" "$droot" "$IMAGE" "$need_gb" "$((packed >> 20))" "$((unpacked >> 20))" "${WEBUI_E2E_DISK_RESERVE_GB:-3}" >&2
+		exit 3
+	fi
+	log "disk: $free_gb GB free under $droot, the pull needs about $need_gb GB"
 fi
 start_webui webui-up1
 wait_ready 900
@@ -291,6 +346,24 @@ if grep -v -q -E '^(127\.0\.0\.1|\[::1\]):' <<<"$(tr ' ' '\n' <<<"$webui_listen"
 	die "webui listens beyond what it was given (loopback): $webui_listen"
 fi
 log "webui listens on: $webui_listen"
+# Every socket listening beyond loopback on this host: none may be webui's or a
+# docker-proxy for one of the project's containers (other processes are listed).
+ips=$("$DOCKER" inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$PROJECT-open-webui" "$PROJECT-ollama" | tr -s ' \n' ' ')
+others=()
+while read -r line; do
+	[[ -n $line ]] || continue
+	addr=$(awk '{print $4}' <<<"$line")
+	pid=$(grep -o 'pid=[0-9]*' <<<"$line" | head -n 1 | cut -d= -f2 || true)
+	[[ $pid == "$WEBUI_PID" ]] && die "webui listens beyond loopback: $line"
+	if [[ -n $pid ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q docker-proxy; then
+		for ip in $ips; do
+			tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "-container-ip $ip " &&
+				die "a port of the project's containers is published beyond loopback: $line"
+		done
+	fi
+	others+=("$addr($(grep -o 'users:(("[^"]*"' <<<"$line" | cut -d'"' -f2 || true))")
+done < <(ss -Hltnp | awk '$4 !~ /^(127\.[0-9.]+|\[::1\]|\[::ffff:127\.[0-9.]+\]):[0-9]+$/')
+log "listening beyond loopback on this host, none of them ours: ${others[*]:-none}"
 step_done
 
 # ------------------------------------------------------------------ browser
@@ -304,29 +377,50 @@ certutil -N -d "sql:$BHOME/.pki/nssdb" --empty-password
 certutil -A -d "sql:$BHOME/.pki/nssdb" -n "pebble test root" -t "C,," -i "$ROOT_PEM"
 step_done
 
+# The browser runs in a network namespace of its own (`unshare --net`, only a
+# loopback): it sees none of the host's network changes (other tests add and remove
+# Docker networks; Chromium aborts requests with ERR_NETWORK_CHANGED on each) and
+# reaches nothing but the proxy, whose port is forwarded in through a Unix socket.
+node "$HERE/forward.mjs" "unix:$WORK/proxy.sock" "tcp:127.0.0.1:$HTTPS_PORT" >"$WORK/forward.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do [[ -S $WORK/proxy.sock ]] && break; sleep 0.1; done
+[[ -S $WORK/proxy.sock ]] || die "the forwarder to the proxy did not start ($(cat "$WORK/forward.log"))"
+export E2E_PROXY_SOCKET=$WORK/proxy.sock
 export E2E_URL="https://$DOMAIN:$HTTPS_PORT"
 export E2E_DOMAIN=$DOMAIN E2E_HOME=$BHOME E2E_PROFILE=$WORK/profile E2E_ARTIFACTS=$ARTIFACTS
 # (WEBUI_E2E_EXPECT: another expected answer, to see the failure path and its screenshot)
 export E2E_WORK=$WORK E2E_MODEL=standin:latest E2E_EXPECT=${WEBUI_E2E_EXPECT:-"Hello from the stand-in model."}
 browser() { # phase
 	local out=$WORK/browser-$1.json
-	node "$HERE/browser.mjs" "$1" "$out" || die "browser phase $1 failed"
+	unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh node "$HERE/browser.mjs" "$1" "$out" ||
+		die "browser phase $1 failed"
 	jq -r '.steps[] | "  browser: \(.name): \(.ms) ms\(if .detail then " — " + .detail else "" end)"' "$out"
 	jq -r '.steps[] | "browser: \(.name)|\(.ms)"' "$out" >>"$WORK/browser-steps"
 }
 
-step "browser: signup, model, streamed answer, 20 MB upload"
+step "browser: admin, model, streamed answer, 20 MB upload"
 browser first
 step_done
 
-step "recreate the open-webui container (changed --env), webui up again"
-stop_webui
+step "webui update to the same Open WebUI version (another image id): container recreated"
+push_update_variant
 old_id=$("$DOCKER" inspect -f '{{.Id}}' "$PROJECT-open-webui")
-start_webui webui-up2 --env WEBUI_E2E_RECREATED=1
-wait_ready 600
+webui update --image "$UPDATE_IMAGE" >"$WORK/webui-update.log" 2>&1 || {
+	tail -n 30 "$WORK/webui-update.log" >&2
+	die "webui update --image $UPDATE_IMAGE failed"
+}
+sed 's/^/    /' "$WORK/webui-update.log" | grep -v -E '^\s*$' | tail -n 8
 new_id=$("$DOCKER" inspect -f '{{.Id}}' "$PROJECT-open-webui")
-[[ $old_id != "$new_id" ]] || die "the open-webui container was not recreated"
-log "container recreated (${old_id:0:12} -> ${new_id:0:12})"
+[[ $old_id != "$new_id" ]] || die "the open-webui container was not recreated by webui update"
+running_image=$("$DOCKER" inspect -f '{{.Config.Image}}' "$PROJECT-open-webui")
+[[ $running_image == "$UPDATE_IMAGE" ]] || die "after the update $PROJECT-open-webui runs $running_image, not $UPDATE_IMAGE"
+kill -0 "$WEBUI_PID" 2>/dev/null || die "webui up exited during the update: $(tail -n 20 "$WEBUI_LOG")"
+deadline=$((SECONDS + 300))
+until "${CURL[@]}" -fo /dev/null "https://$DOMAIN:$HTTPS_PORT/health" 2>/dev/null; do
+	((SECONDS < deadline)) || die "Open WebUI did not answer through the proxy within 300s after the update"
+	sleep 1
+done
+log "container recreated (${old_id:0:12} -> ${new_id:0:12}), now $running_image; the proxy serves it again"
 step_done
 
 step "browser: reload, still logged in, the chat still there"
@@ -335,8 +429,10 @@ step_done
 
 log "exercised: real Open WebUI $VERSION pulled from the local registry by webui up;"
 log "  a pebble-issued certificate (HTTP-01) trusted by chromium through NSS;"
-log "  signup, model pick, a streamed answer seen growing over the websocket through the proxy;"
-log "  a 20 MB upload (no 413); a recreated container keeping the session and the chat;"
+log "  the admin's $([[ $E2E_ADMIN_MODE == login ]] && echo "login (made by webui up --admin-email)" || echo "signup as the first user"), model pick,"
+log "  a streamed answer seen growing over the websocket through the proxy;"
+log "  a 20 MB upload (no 413); webui update to the same version (container recreated)"
+log "  keeping the session and the chat;"
 log "  container ports published on 127.0.0.1 only, Ollama not published."
 if [[ -f $WORK/browser-steps ]]; then
 	while IFS='|' read -r n ms; do STEPS+=("$(printf '  %-56s %5sms' "$n" "$ms")"); done <"$WORK/browser-steps"

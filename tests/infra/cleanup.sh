@@ -6,10 +6,13 @@
 #   * containers, networks and volumes labelled webui.test=1;
 #   * containers and networks labelled webui.managed whose project label
 #     (any webui.*project* label key, e.g. webui.project) starts with "t-";
+#   * containers of the e2e suite's real Open WebUI image (open-webui-real) and
+#     the data volumes of the e2e project (webui.project=t-e2e, webui.managed);
 #   * local copies of the test images pulled from $WEBUI_TEST_REGISTRY
-#     (the registry itself keeps them).
-# Never removes a volume that is not labelled webui.test=1 (containers are
-# removed without -v, so not even their anonymous volumes).
+#     (the registry itself keeps them: it is the e2e image's cache).
+# Never removes a volume that is not labelled webui.test=1 or a managed volume of
+# the e2e project (containers are removed without -v, so not even their anonymous
+# volumes).
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -46,6 +49,7 @@ removed=0
 containers=$({
 	docker ps -aq --no-trunc --filter label=webui.test=1
 	managed_test_objects container
+	docker ps -a --no-trunc --format '{{.ID}} {{.Image}}' | awk -v img="$REGISTRY/webui-test/open-webui-real:" 'index($2, img) == 1 {print $1}'
 } | sort -u)
 for id in $containers; do
 	name=$(docker inspect -f '{{.Name}}' "$id" 2>/dev/null || echo "$id")
@@ -73,7 +77,10 @@ for id in $networks; do
 	fi
 done
 
-for v in $(docker volume ls -q --filter label=webui.test=1); do
+for v in $({
+	docker volume ls -q --filter label=webui.test=1
+	docker volume ls -q --filter label=webui.managed --filter label=webui.project=t-e2e
+} | sort -u); do
 	if docker volume rm "$v" >/dev/null 2>&1; then
 		log "removed volume $v"
 		removed=$((removed + 1))

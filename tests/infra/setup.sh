@@ -26,6 +26,9 @@ REGISTRY_LOG=/var/log/webui-ci-registry.log
 ROOTFS_RECIPE=2
 
 PACKAGES=(docker.io docker-registry pebble openssl curl ca-certificates iproute2 procps jq binutils nginx apache2 caddy shellcheck debootstrap man-db testssl.sh tmux)
+# The e2e suite (tests/e2e): the browser, certutil for its trust store, pigz for the
+# real Open WebUI image's layer (dockerd also uses unpigz to pull it).
+PACKAGES+=(chromium libnss3-tools pigz)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -156,6 +159,8 @@ IMAGES=(
 	"$IMG_OPENWEBUI:crashloop|openwebui|8080|STANDIN_VERSION=crashloop STANDIN_EXIT_AFTER_SECS=2"
 	"$IMG_OPENWEBUI:slowstart|openwebui|8080|STANDIN_VERSION=slowstart STANDIN_HEALTH_DELAY_SECS=5"
 	"$IMG_OLLAMA:latest|ollama|11434|STANDIN_VERSION=latest DATA_DIR=/root/.ollama"
+	# The e2e's model: tokens 300 ms apart, so the browser sees the answer grow.
+	"$IMG_OLLAMA:slow|ollama|11434|STANDIN_VERSION=latest DATA_DIR=/root/.ollama STANDIN_TOKEN_DELAY_MS=300"
 )
 
 # Prints the config blob (JSON) of repo:tag in the registry, fails if absent.
@@ -380,6 +385,31 @@ mv "$PEBBLE_DIR/pebble-config.json.tmp" "$PEBBLE_DIR/pebble-config.json"
 log "pebble: $PEBBLE_BIN, challtestsrv: ${CHALLTESTSRV_BIN:-absent}"
 step_done
 
+# ---------------------------------------------------------------- e2e browser driver
+step "e2e: node, npm, playwright-core (tests/e2e)"
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	log "installing nodejs npm"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq || true
+	apt-get install -y -qq --no-install-recommends nodejs npm >/tmp/webui-ci-apt.log 2>&1 || {
+		tail -n 30 /tmp/webui-ci-apt.log >&2 || true
+		die "apt-get install nodejs npm failed (see /tmp/webui-ci-apt.log)"
+	}
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+((node_major >= 18)) || die "node $(node --version) is too old for playwright-core (needs 18 or later)"
+E2E_DIR=$ROOT/tests/e2e
+want=$(jq -r '.packages["node_modules/playwright-core"].version' "$E2E_DIR/package-lock.json")
+have=$(jq -r .version "$E2E_DIR/node_modules/playwright-core/package.json" 2>/dev/null || true)
+if [[ $want == "$have" ]]; then
+	log "playwright-core $have present in tests/e2e/node_modules, skipping npm ci"
+else
+	log "npm ci in tests/e2e (playwright-core $want; no browser download: Debian's chromium is used)"
+	(cd "$E2E_DIR" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in $E2E_DIR failed"
+fi
+log "node $(node --version), npm $(npm --version), $(/usr/bin/chromium --version 2>/dev/null || echo 'chromium: absent')"
+step_done
+
 # ---------------------------------------------------------------- env file
 step "env file"
 cat >"$STATE/env.tmp" <<EOF
@@ -387,6 +417,7 @@ cat >"$STATE/env.tmp" <<EOF
 export WEBUI_TEST_REGISTRY=$REGISTRY
 export WEBUI_TEST_OPENWEBUI_IMAGE=$REGISTRY/$IMG_OPENWEBUI
 export WEBUI_TEST_OLLAMA_IMAGE=$REGISTRY/$IMG_OLLAMA:latest
+export WEBUI_TEST_OLLAMA_SLOW_IMAGE=$REGISTRY/$IMG_OLLAMA:slow
 export WEBUI_TEST_STANDIN_SHA256=$BINSHA
 export WEBUI_TEST_PEBBLE_DIR=$PEBBLE_DIR
 export WEBUI_TEST_PEBBLE_BIN=$PEBBLE_BIN

@@ -1001,6 +1001,15 @@ enum OllamaApi {
 
 const OLLAMA_TOKENS: &[&str] = &["Hello ", "from ", "the ", "stand-in ", "model."];
 
+/// Pause between streamed tokens: `STANDIN_TOKEN_DELAY_MS` (default 50), so that a
+/// browser test can see every token as its own state of the page.
+fn token_delay() -> Duration {
+    std::env::var("STANDIN_TOKEN_DELAY_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_millis(50), Duration::from_millis)
+}
+
 /// `/api/chat` and `/api/generate`: ndjson chunks 50 ms apart like real
 /// Ollama, or one object with `"stream": false`.
 async fn ollama(req: Request<Incoming>, api: OllamaApi) -> Response<Body> {
@@ -1067,7 +1076,7 @@ async fn ollama(req: Request<Incoming>, api: OllamaApi) -> Response<Body> {
                 return None;
             }
             if i > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(token_delay()).await;
             }
             let v = if i < tokens {
                 chunk(OLLAMA_TOKENS[i % OLLAMA_TOKENS.len()], false)
