@@ -105,25 +105,7 @@ mod tests {
         assert!(!render_styled(&err, false).contains('\x1b'));
         let text = render_styled(&err, true);
         assert!(text.contains("\x1b[") && text.contains("error:") && text.contains(" bad"));
-        assert_eq!(strip(&text), render(&err));
-    }
-
-    /// Removes CSI escape sequences.
-    fn strip(s: &str) -> String {
-        let mut out = String::new();
-        let mut chars = s.chars();
-        while let Some(c) = chars.next() {
-            if c == '\x1b' {
-                for d in chars.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        assert_eq!(crate::output::strip(&text), render(&err));
     }
 
     #[test]

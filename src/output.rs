@@ -57,6 +57,25 @@ pub fn paint(color: bool, tone: Tone, text: &str) -> String {
     }
 }
 
+/// `s` without CSI escape sequences (colour, cursor movement): what a reader sees.
+pub fn strip(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // ESC [ parameters... final byte (a letter).
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Whether to colour a stream: `--color`, then `NO_COLOR` (set and non-empty: no),
 /// `TERM=dumb` (no), then whether the stream is a terminal.
 pub fn color_enabled(when: ColorWhen, is_terminal: bool) -> bool {
@@ -164,6 +183,7 @@ mod tests {
         assert_eq!(paint(false, Tone::Bad, "FAIL"), "FAIL");
         let red = paint(true, Tone::Bad, "FAIL");
         assert!(red.starts_with("\x1b[") && red.contains("FAIL") && red.ends_with("\x1b[0m"));
+        assert_eq!(strip(&red), "FAIL");
     }
 
     #[test]

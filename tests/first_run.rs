@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ::webui::output::strip;
 use serde_json::Value;
 use support::webui::{self, Webui};
 use sv::*;
@@ -46,10 +47,11 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
 }
 
-/// Signs in through the proxy; the role when it worked.
-async fn signin(c: &reqwest::Client, w: &Webui, email: &str, password: &str) -> Option<String> {
+/// Signs in through the proxy at `base` (`https://host:port`); the role when it
+/// worked.
+async fn signin(c: &reqwest::Client, base: &str, email: &str, password: &str) -> Option<String> {
     let r = c
-        .post(w.https_url("/api/v1/auths/signin"))
+        .post(format!("{base}/api/v1/auths/signin"))
         .json(&serde_json::json!({"email": email, "password": password}))
         .send()
         .await
@@ -157,13 +159,19 @@ async fn piped_first_up_claims_the_admin_before_the_site_opens_and_says_so_plain
         "password printed to a pipe:\n{out}"
     );
     assert_eq!(
-        signin(&c, &w, "boss@first-run.test", &password)
+        signin(&c, &w.https_url(""), "boss@first-run.test", &password)
             .await
             .as_deref(),
         Some("admin")
     );
     assert_eq!(
-        signin(&c, &w, "boss@first-run.test", "wrong-password").await,
+        signin(
+            &c,
+            &w.https_url(""),
+            "boss@first-run.test",
+            "wrong-password"
+        )
+        .await,
         None
     );
 
@@ -240,7 +248,7 @@ async fn admin_password_from_the_environment_is_used_and_not_stored() {
     wait_ready(&w);
     let c = client(state.path());
     assert_eq!(
-        signin(&c, &w, "ops@first-run.test", "e2e-Passw0rd!")
+        signin(&c, &w.https_url(""), "ops@first-run.test", "e2e-Passw0rd!")
             .await
             .as_deref(),
         Some("admin")
@@ -352,24 +360,6 @@ impl Drop for Tmux {
     }
 }
 
-/// Without CSI escape sequences.
-fn strip(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn up_argv(state: &Path, p: &Cleanup, image: &str, port: u16, listen: &str) -> Vec<String> {
     let mut v = vec![
         webui::bin().to_string(),
@@ -431,13 +421,13 @@ async fn first_up_in_a_terminal_shows_url_certificate_admin_and_next_steps() {
     }
     // The password shown works.
     let c = client(state.path());
-    let r = c
-        .post(format!("https://{listen}/api/v1/auths/signin"))
-        .json(&serde_json::json!({"email": "admin@localhost", "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let base = format!("https://{listen}");
+    assert_eq!(
+        signin(&c, &base, "admin@localhost", &password)
+            .await
+            .as_deref(),
+        Some("admin")
+    );
     tmux.run(&["send-keys", "-t", "t", "C-c"]);
     tmux.wait_for("EXITED 0", Duration::from_secs(30));
     drop(tmux);
@@ -479,4 +469,51 @@ async fn first_up_in_a_terminal_shows_url_certificate_admin_and_next_steps() {
         .filter(|l| !l.is_empty() && !l.contains("EXITED"))
         .collect();
     assert_eq!(lines, vec![format!("https://{listen}")], "{screen}");
+}
+
+// ------------------------------------------------------------------ errors and colour
+
+#[test]
+fn errors_are_plain_when_piped_coloured_when_forced_and_exit_codes_are_documented() {
+    let state = webui::state_dir();
+    let bad = ["up", "--admin-email", "not-an-address"];
+    let f = webui::run(state.path(), &bad, Duration::from_secs(30));
+    assert_eq!(f.status.code(), Some(1), "a user error: {}", f.stderr);
+    assert!(
+        f.stderr
+            .starts_with("error: --admin-email `not-an-address` is not an email address"),
+        "{}",
+        f.stderr
+    );
+    assert!(f.stderr.contains("\n  hint: "), "{}", f.stderr);
+    assert!(
+        !f.stderr.contains("\x1b["),
+        "piped: no colour\n{}",
+        f.stderr
+    );
+    // Nothing was started or written for it.
+    assert!(!state.path().join("projects").exists());
+
+    let mut forced = vec!["--color", "always"];
+    forced.extend_from_slice(&bad);
+    let g = webui::run(state.path(), &forced, Duration::from_secs(30));
+    assert_eq!(g.status.code(), Some(1));
+    assert!(g.stderr.contains("\x1b["), "--color always: {:?}", g.stderr);
+    assert_eq!(strip(&g.stderr), f.stderr, "colour only, the same words");
+
+    let mut never = vec!["--color", "never"];
+    never.extend_from_slice(&bad);
+    let h = webui::run(state.path(), &never, Duration::from_secs(30));
+    assert_eq!(h.stderr, f.stderr);
+
+    let help = webui::run(state.path(), &["--help"], Duration::from_secs(30));
+    assert!(help.status.success());
+    let text = help.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in [
+        "Exit status: 0 ok; 1 a user or configuration error",
+        "2 an unexpected failure; 3 unhealthy (`status`, `doctor`, `cert status`)",
+        "--color <WHEN>",
+    ] {
+        assert!(text.contains(want), "`{want}` in --help:\n{}", help.stdout);
+    }
 }

@@ -8,121 +8,28 @@
 //! in CI (`CI` set), where that is a failure.
 
 mod support;
+#[path = "supervision_support/mod.rs"]
+mod sv;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use support::webui::{self, Finished, Webui};
+use support::webui::{self, Webui};
+use sv::{Cleanup, RUN, START, docker, free_port, run, stop};
 
-const START: Duration = Duration::from_secs(30);
-const READY: Duration = Duration::from_secs(120);
-const RUN: Duration = Duration::from_secs(60);
-
-struct Images {
-    openwebui: String,
-    ollama: String,
-}
-
-fn docker_cli() -> String {
-    std::env::var("WEBUI_TEST_DOCKER_CLI").unwrap_or_else(|_| "docker".into())
-}
-
-fn docker_available() -> Option<Images> {
-    let skip = |reason: &str| -> Option<Images> {
-        if std::env::var_os("CI").is_some() {
-            panic!("dockerd required in CI: {reason}");
-        }
-        eprintln!("skipping: {reason}");
-        None
-    };
-    let ok = Command::new(docker_cli())
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        return skip("`docker info` fails: dockerd is not running (bash tests/infra/setup.sh)");
-    }
-    match (
-        std::env::var("WEBUI_TEST_OPENWEBUI_IMAGE"),
-        std::env::var("WEBUI_TEST_OLLAMA_IMAGE"),
-    ) {
-        (Ok(o), Ok(l)) if !o.is_empty() && !l.is_empty() => Some(Images {
-            openwebui: o,
-            ollama: l,
-        }),
-        _ => skip("WEBUI_TEST_*_IMAGE are not set (source /var/lib/webui-ci/env)"),
-    }
-}
-
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new(docker_cli())
-        .args(args)
-        .output()
-        .expect("run docker");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    )
-}
-
-/// A project name and the guard removing its containers, networks and volumes.
-struct Project {
-    name: String,
-}
-
-impl Project {
-    fn new(what: &str) -> Self {
-        let p = Self {
-            name: format!("t-oll-{what}-{}", std::process::id()),
-        };
-        p.remove_all();
-        p
-    }
-
-    fn n(&self, base: &str) -> String {
-        format!("{}-{base}", self.name)
-    }
-
-    fn remove_all(&self) {
-        let prefix = format!("{}-", self.name);
-        for (list, rm) in [
-            (vec!["ps", "-a", "--format", "{{.Names}}"], vec!["rm", "-f"]),
-            (
-                vec!["network", "ls", "--format", "{{.Name}}"],
-                vec!["network", "rm"],
-            ),
-            (
-                vec!["volume", "ls", "--format", "{{.Name}}"],
-                vec!["volume", "rm", "-f"],
-            ),
-        ] {
-            for name in docker(&list).1.lines().filter(|l| l.starts_with(&prefix)) {
-                let mut args = rm.clone();
-                args.push(name);
-                docker(&args);
-            }
+/// The stand-in images (`:v1` Open WebUI, Ollama), or `None` (skip outside CI).
+fn images() -> Option<(String, String)> {
+    let ui = sv::docker_available()?;
+    match std::env::var("WEBUI_TEST_OLLAMA_IMAGE") {
+        Ok(o) if !o.is_empty() => Some((ui.tag("v1"), o)),
+        _ => {
+            sv::skip("WEBUI_TEST_OLLAMA_IMAGE is not set (source /var/lib/webui-ci/env)");
+            None
         }
     }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        self.remove_all();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(state: &Path, project: &str, args: &[&str]) -> Webui {
@@ -140,35 +47,15 @@ fn start(state: &Path, project: &str, args: &[&str]) -> Webui {
 }
 
 fn wait_for(w: &Webui, needle: &str) {
-    let start = Instant::now();
-    while start.elapsed() < READY {
-        let out = w.output_text();
-        if out.contains(needle) {
-            return;
-        }
-        if out.contains("error:") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("webui up never printed {needle:?}:\n{}", w.output_text());
-}
-
-fn stop(mut w: Webui) -> String {
-    w.signal("TERM");
-    let status = w.wait(Duration::from_secs(20)).expect("exits on SIGTERM");
-    assert!(status.success(), "exit 0 on SIGTERM:\n{}", w.output_text());
-    w.output_text()
-}
-
-fn run(state: &Path, project: &str, args: &[&str]) -> Finished {
-    let mut all = vec!["--project", project];
-    all.extend_from_slice(args);
-    webui::run(state, &all, RUN)
+    sv::wait_output(w, needle, sv::READY);
 }
 
 fn token_of(state: &Path, project: &str) -> String {
-    let f = run(state, project, &["token", "show", "--json"]);
+    let f = webui::run(
+        state,
+        &["--project", project, "token", "show", "--json"],
+        RUN,
+    );
     assert!(f.status.success(), "token show: {}{}", f.stdout, f.stderr);
     let v: Value = serde_json::from_str(&f.stdout).expect("token show --json");
     v["token"].as_str().expect("token").to_string()
@@ -273,10 +160,10 @@ fn listening(port: u16) -> Vec<std::net::IpAddr> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
-    let Some(img) = docker_available() else {
+    let Some((ui_image, ollama_image)) = images() else {
         return;
     };
-    let gpu = Project::new("gpu");
+    let gpu = Cleanup::new("oll-gpu");
     let state = webui::state_dir();
     let oport = free_port();
     let oport_s = oport.to_string();
@@ -289,7 +176,7 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
             "models.test",
             "--self-signed",
             "--ollama-image",
-            &img.ollama,
+            &ollama_image,
             "--ollama-port",
             &oport_s,
             "--allow-origin",
@@ -375,7 +262,7 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
     );
 
     // Rotation: the running proxy takes the new token and drops the old one.
-    let f = run(state.path(), &gpu.name, &["token", "rotate", "--json"]);
+    let f = run(state.path(), &gpu, &["token", "rotate", "--json"]);
     assert!(f.status.success(), "{}", f.stderr);
     let v: Value = serde_json::from_str(&f.stdout).unwrap();
     let new = v["token"].as_str().unwrap().to_string();
@@ -386,7 +273,7 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
 
     // The UI server: a second `webui up` (same host, so the same local CA) reaches it
     // over HTTPS with the token, through its forwarder.
-    let ui = Project::new("ui");
+    let ui = Cleanup::new("oll-ui");
     let token_file = state.path().join("remote.token");
     std::fs::write(&token_file, format!("{new}\n")).unwrap();
     std::fs::set_permissions(
@@ -401,7 +288,7 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
         &ui.name,
         &[
             "--image",
-            &format!("{}:v1", img.openwebui),
+            &ui_image,
             "--port",
             &port,
             "--ollama-url",
@@ -440,7 +327,7 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
         &ui.n("open-webui"),
     ]);
     assert!(!env.contains(&new), "token in the container's environment");
-    let st = run(state.path(), &ui.name, &["status", "--json"]);
+    let st = run(state.path(), &ui, &["status", "--json"]);
     assert!(!st.stdout.contains(&new) && !st.stderr.contains(&new));
     assert!(!u.output_text().contains(&new), "token in up's output");
     let stored = state
@@ -459,10 +346,10 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_box_serves_the_ui_and_the_token_protected_ollama_on_two_names() {
-    let Some(img) = docker_available() else {
+    let Some((ui_image, ollama_image)) = images() else {
         return;
     };
-    let p = Project::new("box");
+    let p = Cleanup::new("oll-box");
     let state = webui::state_dir();
     let port = free_port().to_string();
     let oport = free_port().to_string();
@@ -474,12 +361,12 @@ async fn one_box_serves_the_ui_and_the_token_protected_ollama_on_two_names() {
             "chat.test",
             "--self-signed",
             "--image",
-            &format!("{}:v1", img.openwebui),
+            &ui_image,
             "--port",
             &port,
             "--ollama",
             "--ollama-image",
-            &img.ollama,
+            &ollama_image,
             "--ollama-domain",
             "models.test",
             "--ollama-port",
@@ -632,7 +519,11 @@ fn bad_inputs_exit_1_with_the_fix_and_store_nothing() {
         (&["token", "show"], "no Ollama API token"),
     ];
     for (args, needle) in cases {
-        let f = run(state.path(), &p, args);
+        let f = webui::run(
+            state.path(),
+            &[&["--project", p.as_str()], *args].concat(),
+            RUN,
+        );
         assert_eq!(
             f.status.code(),
             Some(1),

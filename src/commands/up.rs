@@ -97,12 +97,13 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     let sup = Supervisor::new();
     crate::signal::cancel_on_signal(sup.token())?;
     let admin_outcome = crate::admin::SharedOutcome::default();
-    let admin_job = Some(crate::admin::Job {
-        settings: admin_settings,
-        password: admin_password,
-        state: ProjectState::new(&paths.state_dir, &project),
-        outcome: admin_outcome.clone(),
-    });
+    let admin_job =
+        (!up.serve_ollama.as_ref().is_some_and(|s| s.only)).then(|| crate::admin::Job {
+            settings: admin_settings,
+            password: admin_password,
+            state: ProjectState::new(&paths.state_dir, &project),
+            outcome: admin_outcome.clone(),
+        });
     sup.spawn("creating the admin account", true, |token| {
         crate::admin::gate(written, open_tx.clone(), admin_job, token)
     });
@@ -483,31 +484,12 @@ struct Ctx<'a> {
 async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     let up = c.up;
     let printer = c.printer;
-    let docker = docker::connect().await?;
-
-    let info = docker
-        .info()
-        .await
-        .map_err(|e| anyhow::Error::new(e).context("cannot read the Docker engine's info"))?;
     let bundled = matches!(up.ollama, OllamaMode::Bundled { .. });
-    let (gpus, note) = gpu::decide(up.gpu, &gpu::detect(&info), bundled)?;
-    if let Some(n) = note {
-        printer.line(n);
-    }
-
     let mut roles = vec![Role::OpenWebui];
     if bundled {
         roles.insert(0, Role::Ollama);
     }
-    let plan = ensure::preflight(
-        &docker,
-        c.project,
-        up.network,
-        &roles,
-        up.adopt,
-        &c.state.adopted(),
-    )
-    .await?;
+    let (docker, gpus, plan) = engine(c, &roles, bundled).await?;
     check_port(
         up.port,
         "Open WebUI (--port)",
@@ -822,6 +804,34 @@ fn load_openai_key(up: &UpSettings, printer: &Printer) -> anyhow::Result<Option<
     upcfg::openai_key(&text, &p.display().to_string()).map(Some)
 }
 
+/// Connects to the engine, decides GPUs (`ollama`: a bundled Ollama wants them) and
+/// looks at what exists of `roles` (refusing what webui did not make unless --adopt).
+async fn engine(
+    c: &Ctx<'_>,
+    roles: &[Role],
+    ollama: bool,
+) -> anyhow::Result<(bollard::Docker, bool, Plan)> {
+    let docker = docker::connect().await?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("cannot read the Docker engine's info"))?;
+    let (gpus, note) = gpu::decide(c.up.gpu, &gpu::detect(&info), ollama)?;
+    if let Some(n) = note {
+        c.printer.line(n);
+    }
+    let plan = ensure::preflight(
+        &docker,
+        c.project,
+        c.up.network,
+        roles,
+        c.up.adopt,
+        &c.state.adopted(),
+    )
+    .await?;
+    Ok((docker, gpus, plan))
+}
+
 /// Step 5 for `--ollama-only`: the Ollama container alone (published on
 /// 127.0.0.1:--ollama-port for the proxy), or with `--ollama-url` no container at all:
 /// the native Ollama is checked (answers? listens beyond loopback?) and forwarded to.
@@ -839,25 +849,7 @@ async fn bring_up_ollama(c: &Ctx<'_>) -> anyhow::Result<Ready> {
             upstream,
         });
     };
-    let docker = docker::connect().await?;
-    let info = docker
-        .info()
-        .await
-        .map_err(|e| anyhow::Error::new(e).context("cannot read the Docker engine's info"))?;
-    let (gpus, note) = gpu::decide(up.gpu, &gpu::detect(&info), true)?;
-    if let Some(n) = note {
-        printer.line(n);
-    }
-    let roles = [Role::Ollama];
-    let plan = ensure::preflight(
-        &docker,
-        c.project,
-        up.network,
-        &roles,
-        up.adopt,
-        &c.state.adopted(),
-    )
-    .await?;
+    let (docker, gpus, plan) = engine(c, &[Role::Ollama], true).await?;
     check_port(
         served.port,
         "Ollama (--ollama-port)",

@@ -1,10 +1,11 @@
 //! The UI server's side of a token-protected Ollama (`webui up --ollama-url
 //! https://models.example.com --ollama-token ...`).
 //!
-//! Open WebUI takes a per-connection Ollama key only from its database
-//! (`OLLAMA_API_CONFIGS`, a PersistentConfig whose default is `{}` and which no
-//! environment variable fills), so webui cannot hand it the token through the
-//! container's environment. Instead webui runs this small forwarder: Open WebUI's
+//! Open WebUI keeps a per-connection Ollama key in its database
+//! (`ollama.api_configs`); older releases take it from no environment variable, and
+//! 0.12.4 reads `OLLAMA_API_CONFIGS` only as the database's first value (a rotated
+//! token would be ignored on existing data) and would show it in `docker inspect`.
+//! Instead webui runs this small forwarder: Open WebUI's
 //! `OLLAMA_BASE_URL` points at it, and it sends each request on to the remote server
 //! over HTTPS (system CAs plus webui's local CA) with `Authorization: Bearer TOKEN`
 //! added, streaming both ways. The token never enters the container, its environment

@@ -3,9 +3,8 @@
 //!
 //! - `token`: the bearer token file and the proxy's check of it (rotation without a
 //!   restart).
-//! - `egress`: the loopback forwarder on the UI server that adds the token to Open
-//!   WebUI's requests (Open WebUI takes a per-connection Ollama key only from its
-//!   database, `OLLAMA_API_CONFIGS`, never from the environment).
+//! - `egress`: the forwarder on the UI server that adds the token to Open WebUI's
+//!   requests (why not Open WebUI's own key setting: see its module doc).
 //! - `exposure`: whether a native Ollama also listens beyond loopback.
 //!
 //! The gate itself (host routing, 401, CORS) is `proxy::auth`.

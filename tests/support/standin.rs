@@ -1432,43 +1432,6 @@ mod accounts {
     }
 }
 
-/// `/api/pull`: a long NDJSON progress stream like a model download. The request
-/// may carry `steps` (progress lines, default 5) and `interval_ms` (pause before
-/// each, default 200), so a test can make it outlast a timeout.
-async fn ollama_pull(req: Request<Incoming>) -> Response<Body> {
-    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return bad_request(format!("reading body: {e}")),
-    };
-    let request: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({}));
-    let steps = request
-        .get("steps")
-        .and_then(Value::as_u64)
-        .unwrap_or(5)
-        .min(10_000);
-    let pause = Duration::from_millis(
-        request
-            .get("interval_ms")
-            .and_then(Value::as_u64)
-            .unwrap_or(200)
-            .min(60_000),
-    );
-    let total = steps.max(1) * 1000;
-    let frames = stream::unfold(0u64, move |i| async move {
-        let line = match i {
-            0 => json!({"status": "pulling manifest"}),
-            i if i <= steps => {
-                tokio::time::sleep(pause).await;
-                json!({"status": "pulling standin", "digest": "sha256:0", "total": total, "completed": i * 1000})
-            }
-            i if i == steps + 1 => json!({"status": "success"}),
-            _ => return None,
-        };
-        Some((Ok(Frame::data(Bytes::from(format!("{line}\n")))), i + 1))
-    });
-    stream_response("application/x-ndjson", frames)
-}
-
 // ---------------------------------------------------------------------------
 // The program (examples/standin.rs)
 
