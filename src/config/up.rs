@@ -432,6 +432,13 @@ fn ollama_token(cli: &UpCmd, ollama: &OllamaMode) -> anyhow::Result<Option<Token
                 "--ollama-token is empty; give the token `webui token show` prints on the Ollama server",
             ));
         }
+        (Some(_), _) if cli.detach => {
+            return Err(UserError::new(
+                "--ollama-token with -d would write the token into the systemd unit (and an environment value would not reach the service)",
+            )
+            .hint("put the token in a file (chmod 600) and give --ollama-token-file FILE")
+            .into());
+        }
         (Some(t), _) => TokenSource::Value(t.trim().to_string()),
         (None, Some(f)) => TokenSource::File(f.clone()),
         (None, None) => return Ok(None),
@@ -836,6 +843,50 @@ mod tests {
         assert!(check_image("--image", "Open/WebUI").is_err());
         assert!(check_image("--image", "a b").is_err());
         assert!(check_image("--image", "ollama/ollama").is_ok());
+    }
+
+    #[test]
+    fn served_ollama_and_remote_tokens() {
+        let only = UpCmd {
+            ollama_only: Some(true),
+            allow_origin: vec!["https://Chat.example.com/".into()],
+            ..UpCmd::default()
+        };
+        let s = up(&only, &FileConfig::default()).unwrap();
+        let served = s.serve_ollama.clone().unwrap();
+        assert!(served.only && served.domain.is_none());
+        assert_eq!(served.port, 11434);
+        assert_eq!(served.origins, vec!["https://chat.example.com"]);
+        assert!(matches!(s.ollama, OllamaMode::Bundled { .. }));
+        assert_eq!(s.upstream().to_string(), "http://127.0.0.1:11434/");
+
+        // A native Ollama on this host's loopback is fine for --ollama-only.
+        let native = UpCmd {
+            ollama_only: Some(true),
+            ollama_url: Some("http://127.0.0.1:11434/".into()),
+            ..UpCmd::default()
+        };
+        let s = up(&native, &FileConfig::default()).unwrap();
+        assert_eq!(s.upstream().to_string(), "http://127.0.0.1:11434/");
+
+        let remote = |url: &str, detach: bool| UpCmd {
+            ollama_url: Some(url.into()),
+            ollama_token: Some("t0k".into()),
+            detach,
+            ..UpCmd::default()
+        };
+        let none = FileConfig::default();
+        let s = up(&remote("https://models.example.com", false), &none).unwrap();
+        assert_eq!(s.ollama_token, Some(TokenSource::Value("t0k".into())));
+        // Loopback http is this host: no clear text on the network.
+        assert!(up(&remote("http://127.0.0.1:8443", false), &none).is_ok());
+        for (cli, needle) in [
+            (remote("http://10.0.0.5:11434", false), "clear text"),
+            (remote("https://models.example.com", true), "systemd unit"),
+        ] {
+            let e = format!("{:#}", up(&cli, &none).unwrap_err());
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]
