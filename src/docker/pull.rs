@@ -228,14 +228,20 @@ async fn pull(
     let mut stream = docker.create_image(Some(opts), None, None);
 
     let multi = printer.is_terminal().then(MultiProgress::new);
-    let layer_style = ProgressStyle::with_template(
-        "  {prefix:12} {msg:18} {bar:30.cyan/blue} {bytes:>10}/{total_bytes:10}",
-    )
+    // Coloured bars only when colour is on (`--color never` turns them plain too).
+    let (layer_bar, whole_bar) = if printer.color() {
+        ("{bar:30.cyan/blue}", "{bar:49.green}")
+    } else {
+        ("{bar:30}", "{bar:49}")
+    };
+    let layer_style = ProgressStyle::with_template(&format!(
+        "  {{prefix:12}} {{msg:18}} {layer_bar} {{bytes:>10}}/{{total_bytes:10}}"
+    ))
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
-    let total_style = ProgressStyle::with_template(
-        "  {prefix:12} {bar:49.green} {bytes:>10}/{total_bytes:10} {eta}",
-    )
+    let total_style = ProgressStyle::with_template(&format!(
+        "  {{prefix:12}} {whole_bar} {{bytes:>10}}/{{total_bytes:10}} {{eta}}"
+    ))
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
     let total_bar = multi.as_ref().map(|m| {
