@@ -117,6 +117,8 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
 
     // Ports: ours, someone else's, or free.
     let ours = run.as_ref().map(|r| r.pid);
+    // `webui up --behind-proxy`: 80/443 belong to the web server in front.
+    let behind = run.as_ref().is_some_and(|r| r.behind_proxy);
     for (addr, what) in settings
         .listen
         .iter()
@@ -131,6 +133,18 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
             Some(holder) if ours.is_some_and(|pid| holder.ends_with(&format!("pid {pid}"))) || holder.starts_with("webui ") => {
                 checks.push(check(&name, Status::Pass, format!("served by webui ({holder})"), None));
             }
+            Some(holder) if behind => checks.push(check(
+                &name,
+                Status::Pass,
+                format!("held by {holder}, the web server in front of webui (--behind-proxy)"),
+                None,
+            )),
+            None if behind => checks.push(check(
+                &name,
+                Status::Fail,
+                "nothing listens, but webui runs --behind-proxy: the web server in front is not running",
+                Some("start nginx/Apache/Caddy with the site from `webui config export nginx|apache|caddy --domain NAME`"),
+            )),
             Some(holder) => checks.push(check(
                 &name,
                 Status::Fail,

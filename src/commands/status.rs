@@ -35,7 +35,9 @@
 //!     "pid": 1234,
 //!     "https": ["0.0.0.0:443"],
 //!     "http": ["0.0.0.0:80"],
-//!     "upstream": "http://127.0.0.1:3000"
+//!     "upstream": "http://127.0.0.1:3000",
+//!     "behind_proxy": false           // `up --behind-proxy`: https/http empty, another
+//!                                     // web server forwards to upstream
 //!   },
 //!   "supervisor": {                   // the running `webui up`'s live state, read from
 //!                                     // its control socket; null when none answers
@@ -317,6 +319,10 @@ fn print_text(r: &Report, project: &Project, printer: &Printer) {
         printer.line(format!("  ports     {ports} (network {})", c.network));
     }
     match &r.proxy {
+        Some(p) if p.behind_proxy => printer.line(format!(
+            "proxy: behind a proxy (--behind-proxy): no listener of webui's own; your web server forwards to {} (pid {})",
+            p.upstream, p.pid
+        )),
         Some(p) => {
             let mut addrs: Vec<String> = p.https.iter().map(|a| format!("https://{a}")).collect();
             addrs.extend(p.http.iter().map(|a| format!("http://{a}")));

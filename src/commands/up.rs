@@ -67,6 +67,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     let extra_env = load_env(&up)?;
     let openai_key = load_openai_key(&up, &printer)?;
     let validated = site::validate(&proxy_settings)?;
+    let behind = crate::config::behind::behind_proxy(cmd, &file)?;
     let admin_settings = upcfg::admin(cmd, &file, &proxy_settings.domains)?;
     let admin_password = crate::admin::password_from_env()?;
 
@@ -74,13 +75,19 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     //    second `webui up` names the running one instead of reporting a busy port.
     let _lock = InstanceLock::acquire(&paths.state_dir, project.key())?;
 
-    // 3. Bind.
-    let bound = Bound::bind(&proxy_settings)?;
-    let https_addrs = bound.https_addrs();
-    let http_addrs = bound.http_addrs();
+    // 3. Bind (nothing with --behind-proxy: the web server in front listens).
+    let bound = match behind {
+        true => None,
+        false => Some(Bound::bind(&proxy_settings)?),
+    };
+    let https_addrs = bound.as_ref().map(Bound::https_addrs).unwrap_or_default();
+    let http_addrs = bound.as_ref().map(Bound::http_addrs).unwrap_or_default();
 
     // 4. Serve the starting page right away.
-    let site = site::prepare(&paths, &proxy_settings, validated, &printer)?;
+    let site = match behind {
+        true => None,
+        false => Some(site::prepare(&paths, &proxy_settings, validated, &printer)?),
+    };
     let (gate, ollama_routes) = serve::gate(&paths.state_dir, &project, &up, &printer)?;
     let upstream = up.upstream();
     let upstream_base = upstream.to_string().trim_end_matches('/').to_string();
@@ -93,7 +100,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     // starting page until Open WebUI has its admin account (PITFALLS 15).
     let (route_tx, written) = route::table(first_route.clone());
     let (open_tx, routes) = route::table(first_route);
-    let certs = site.certs.clone();
+    let certs = site.as_ref().map(|s| s.certs.clone());
     let sup = Supervisor::new();
     crate::signal::cancel_on_signal(sup.token())?;
     let admin_outcome = crate::admin::SharedOutcome::default();
@@ -125,24 +132,32 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     for addr in &http_addrs {
         printer.line(format!("listening on http://{addr} (redirects to https)"));
     }
-    let http_port = http_addrs.first().map(|a| a.port());
-    let proxy = Proxy {
-        settings: proxy_settings.clone(),
-        certs: site.certs.clone(),
-        routes,
-        challenges: site.challenges.clone(),
-        supervised: !serve::native(&up),
-        ollama: gate,
-    };
-    sup.spawn("the proxy", true, |token| proxy.run(bound, token));
-    // Certificate checks (ACME preflight) fail here, before Docker is touched.
-    let renew = match site
-        .start(http_port, sup.token().child_token(), sup.tracker())
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return abort(&sup, e, drain).await,
-    };
+    if behind {
+        printer.line(format!(
+            "behind a proxy: no listener of webui's own; Open WebUI will answer on {upstream_base} (loopback only)"
+        ));
+    }
+    let mut renew = None;
+    if let (Some(bound), Some(site)) = (bound, site) {
+        let http_port = http_addrs.first().map(|a| a.port());
+        let proxy = Proxy {
+            settings: proxy_settings.clone(),
+            certs: site.certs.clone(),
+            routes,
+            challenges: site.challenges.clone(),
+            supervised: !serve::native(&up),
+            ollama: gate,
+        };
+        sup.spawn("the proxy", true, |token| proxy.run(bound, token));
+        // Certificate checks (ACME preflight) fail here, before Docker is touched.
+        renew = match site
+            .start(http_port, sup.token().child_token(), sup.tracker())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return abort(&sup, e, drain).await,
+        };
+    }
     let socket = control::socket_path(&paths.state_dir, project.key());
     if let Err(e) = control::serve(
         &socket,
@@ -165,6 +180,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         https: https_addrs.iter().map(|a| a.to_string()).collect(),
         http: http_addrs.iter().map(|a| a.to_string()).collect(),
         upstream: upstream_base.clone(),
+        behind_proxy: behind,
     };
     if let Err(e) = state.write_run(&run_info) {
         tracing::debug!("cannot record the running proxy for `webui status`: {e:#}");
@@ -225,10 +241,13 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
                     ready.public_url,
                     project.flag()
                 )),
+                Some(Ok(true)) if behind => {
+                    behind_proxy_ready(&upstream_base, &proxy_settings.domains, global, &printer)
+                }
                 Some(Ok(true)) => super::summary::Summary {
                     url: &ready.public_url,
                     tls: &proxy_settings.tls,
-                    cert: Some(certs.info()),
+                    cert: certs.as_ref().map(|c| c.info()),
                     state_dir: &paths.state_dir,
                     project: &project,
                     volume: &spec::Names::new(&project).open_webui_volume,
@@ -236,7 +255,6 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
                     admin: admin_outcome.lock().ok().and_then(|o| o.clone()),
                 }
                 .print(&printer),
-
                 Some(Ok(false)) => {}
                 Some(Err(e)) => {
                     state.clear_run();

@@ -56,6 +56,7 @@ pub struct FileConfig {
     pub env_file: Option<PathBuf>,
     pub aiohttp_timeout: Option<String>,
     pub health_timeout: Option<String>,
+    pub behind_proxy: Option<bool>,
     pub admin_email: Option<String>,
     pub admin_name: Option<String>,
     // `webui version --check`

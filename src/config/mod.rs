@@ -4,6 +4,7 @@
 //! Architecture Invariant: only `resolve` applies defaults and precedence; commands
 //! never read `FileConfig` fields or env vars themselves.
 
+pub mod behind;
 pub mod file;
 pub mod resolve;
 pub mod up;

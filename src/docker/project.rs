@@ -44,6 +44,10 @@ pub struct RunInfo {
     pub https: Vec<String>,
     pub http: Vec<String>,
     pub upstream: String,
+    /// `webui up --behind-proxy`: no listener of webui's own; another web server
+    /// fronts `upstream`.
+    #[serde(default)]
+    pub behind_proxy: bool,
 }
 
 /// The state-dir directory of one project.
@@ -275,6 +279,7 @@ mod tests {
             https: vec!["127.0.0.1:1".into()],
             http: vec![],
             upstream: "http://127.0.0.1:3000".into(),
+            behind_proxy: false,
         };
         ps.write_run(&info).unwrap();
         assert_eq!(ps.run_info(), Some(info.clone()));

@@ -93,7 +93,33 @@ impl Webui {
         Self::start_cmd(cmd, timeout)
     }
 
-    pub fn start_cmd(mut cmd: Command, timeout: Duration) -> Webui {
+    pub fn start_cmd(cmd: Command, timeout: Duration) -> Webui {
+        let mut w = Self::spawn(cmd);
+        let start = Instant::now();
+        loop {
+            w.parse_listeners();
+            if !w.https.is_empty() {
+                // The http listener line follows right after the https ones.
+                std::thread::sleep(Duration::from_millis(50));
+                w.parse_listeners();
+                return w;
+            }
+            if let Some(status) = w.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("webui exited early with {status}:\n{}", w.output_text());
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "webui did not start listening within {timeout:?}:\n{}",
+                    w.output_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Starts `webui` without waiting for anything (e.g. `up --behind-proxy`, which
+    /// listens nowhere); its output is collected as it comes.
+    pub fn spawn(mut cmd: Command) -> Webui {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn webui");
         let output = Arc::new(Mutex::new(Vec::new()));
@@ -120,31 +146,11 @@ impl Webui {
                 }
             });
         }
-        let mut w = Webui {
+        Webui {
             child: Some(child),
             output,
             https: vec![],
             http: vec![],
-        };
-        let start = Instant::now();
-        loop {
-            w.parse_listeners();
-            if !w.https.is_empty() {
-                // The http listener line follows right after the https ones.
-                std::thread::sleep(Duration::from_millis(50));
-                w.parse_listeners();
-                return w;
-            }
-            if let Some(status) = w.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("webui exited early with {status}:\n{}", w.output_text());
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "webui did not start listening within {timeout:?}:\n{}",
-                    w.output_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(25));
         }
     }
 
