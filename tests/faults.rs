@@ -30,7 +30,7 @@ type Group = fn() -> Pin<Box<dyn Future<Output = Rows> + Send>>;
 
 fn run_group(name: &'static str, group: Group) -> Rows {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(4)
         .enable_all()
         .build()
         .expect("runtime");

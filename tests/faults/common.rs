@@ -330,3 +330,25 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
 }
+
+/// Runs rows as their own task, so a panic in one becomes a failed row of the table
+/// instead of taking the rows before it along.
+pub async fn row_task<F>(name: &str, rows: F) -> Vec<Result<Row, (String, String)>>
+where
+    F: std::future::Future<Output = Vec<Result<Row, (String, String)>>> + Send + 'static,
+{
+    match tokio::spawn(rows).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let why = match e.try_into_panic() {
+                Ok(p) => p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into()),
+                Err(e) => e.to_string(),
+            };
+            vec![Err((name.to_string(), why))]
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::common::{Row, Sockets, Steady, Target, data_lost, pattern, write_data};
+use crate::common::{Row, Sockets, Steady, Target, data_lost, pattern, row_task, write_data};
 use crate::support::webui::{self, Webui};
 use crate::sv::{self, Cleanup};
 
@@ -52,18 +52,23 @@ pub async fn rows() -> Rows {
     let Some(img) = sv::docker_available() else {
         return vec![];
     };
+    let image = img.tag("v1");
     let mut out = Vec::new();
-    out.push(
-        kill_open_webui(&img.tag("v1"))
-            .await
-            .map_err(|e| ("kill -9 the open-webui container".into(), e)),
+    let (name, i) = ("kill -9 the open-webui container", image.clone());
+    out.extend(
+        row_task(name, async move {
+            vec![kill_open_webui(&i).await.map_err(|e| (name.into(), e))]
+        })
+        .await,
     );
-    out.push(
-        kill_ollama(&img.tag("v1"))
-            .await
-            .map_err(|e| ("kill -9 the bundled Ollama mid-generation".into(), e)),
+    let (name, i) = ("kill -9 the bundled Ollama mid-generation", image.clone());
+    out.extend(
+        row_task(name, async move {
+            vec![kill_ollama(&i).await.map_err(|e| (name.into(), e))]
+        })
+        .await,
     );
-    out.extend(launcher(&img.tag("v1")).await);
+    out.extend(row_task("launcher rows", async move { launcher(&image).await }).await);
     out
 }
 
