@@ -223,7 +223,9 @@ pub async fn ensure(base: &str, job: &Job) -> anyhow::Result<Outcome> {
             "Open WebUI refused to create the admin account {}: {status} {detail}",
             job.settings.email
         ))
-        .hint("see `webui logs open-webui`; the site stays closed until the admin account exists")
+        .hint(
+            "see `webui logs open-webui`; the site was not opened: fix the cause and run `webui up` again (Open WebUI keeps running, reachable on this host's loopback port only)",
+        )
         .into());
     }
     if answer["role"].as_str() != Some("admin") {
@@ -276,7 +278,7 @@ async fn onboarding(base: &str) -> anyhow::Result<bool> {
     Err(UserError::new(format!(
         "cannot tell whether Open WebUI has an admin account yet: GET {url}: {last}"
     ))
-    .hint("is the image Open WebUI? see `webui logs open-webui`; the site stays closed until the admin account exists")
+    .hint("is the image Open WebUI? see `webui logs open-webui`; the site was not opened: fix the cause and run `webui up` again")
     .into())
 }
 

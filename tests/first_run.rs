@@ -517,3 +517,56 @@ fn errors_are_plain_when_piped_coloured_when_forced_and_exit_codes_are_documente
         assert!(text.contains(want), "`{want}` in --help:\n{}", help.stdout);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_account_that_cannot_be_created_keeps_the_site_closed() {
+    let Some(img) = docker_available() else {
+        return;
+    };
+    let p = Cleanup::new("fr-refused");
+    let state = webui::state_dir();
+    let image = img.tag("v1");
+    let port = free_port();
+    let mut w = up(
+        state.path(),
+        &p,
+        &image,
+        port,
+        "127.0.0.1:0",
+        &["--env", "STANDIN_REFUSE_SIGNUP=1"],
+    );
+    let c = client(state.path());
+    let url = w.https_url("/api/config");
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(r) = c.get(&url).send().await {
+            seen.push(r.status().as_u16());
+        }
+        if let Some(s) = w.wait(Duration::from_millis(20)) {
+            break s;
+        }
+        assert!(
+            start.elapsed() < READY,
+            "webui up kept running:\n{}",
+            w.output_text()
+        );
+    };
+    let out = w.output_text();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        seen.iter().all(|s| *s == 503),
+        "the site was opened without an admin: {seen:?}"
+    );
+    assert!(!seen.is_empty());
+    for want in [
+        "error: creating the admin account failed",
+        "caused by: Open WebUI refused to create the admin account admin@localhost: 403",
+        "hint: ",
+    ] {
+        assert!(out.contains(want), "`{want}` in:\n{out}");
+    }
+    assert!(!out.contains("Open WebUI is ready at"), "{out}");
+    // The container keeps running, still without an account, for the operator to fix.
+    assert_eq!(users(port).await["users"], serde_json::json!([]));
+}

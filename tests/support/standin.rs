@@ -1204,6 +1204,7 @@ async fn ollama_pull(req: Request<Incoming>) -> Response<Body> {
 /// container. `GET /standin/users` (test hook, no real counterpart) lists them with
 /// how each signup arrived: its `X-Forwarded-For` (set by the proxy, absent for a
 /// request made on loopback by webui itself), `User-Agent` and peer address.
+/// `STANDIN_REFUSE_SIGNUP=1` in the environment makes every signup a 403.
 mod accounts {
     use super::*;
 
@@ -1337,6 +1338,10 @@ mod accounts {
         }
         if password.len() > 72 {
             return detail(StatusCode::BAD_REQUEST, "Password too long");
+        }
+        // For tests of a refused signup (`webui up --env STANDIN_REFUSE_SIGNUP=1`).
+        if std::env::var_os("STANDIN_REFUSE_SIGNUP").is_some_and(|v| v == "1") {
+            return detail(StatusCode::FORBIDDEN, "Signup refused (STANDIN_REFUSE_SIGNUP)");
         }
         let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut v = load(shared);
