@@ -28,6 +28,8 @@ pub mod control;
 pub mod docker;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ollama;
 pub mod output;
 pub mod proxy;

@@ -132,9 +132,12 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let wants_acme = hello
-            .alpn()
-            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        // A validator offers acme-tls/1 alone (RFC 8737 section 4). Found by the
+        // `route` fuzz target: with `h2, acme-tls/1` the challenge certificate was
+        // served and h2 negotiated, so HTTP would flow under it.
+        let wants_acme = hello.alpn().is_some_and(|mut protocols| {
+            protocols.next() == Some(ACME_TLS_ALPN) && protocols.next().is_none()
+        });
         if wants_acme {
             // Only a validation connection gets the challenge certificate, and only for
             // a name with a pending challenge; it is never served to browsers.

@@ -111,7 +111,17 @@ fn duration_or(
     default: Duration,
 ) -> anyhow::Result<Duration> {
     match pick(cli, file) {
-        Some(s) => values::duration(key, &s).map_err(err),
+        Some(s) => {
+            let d = values::duration(key, &s).map_err(err)?;
+            // Zero would time out every handshake, request or upstream connection at
+            // once; only the drain may be zero (exit without waiting).
+            if d.is_zero() && key != "--drain-timeout" {
+                return Err(err(format!(
+                    "{key} `{s}` must be more than 0; write it like 30s, 5m or 1h"
+                )));
+            }
+            Ok(d)
+        }
         None => Ok(default),
     }
 }
@@ -136,6 +146,10 @@ pub fn upstream(cli: Option<&str>, file: &FileConfig) -> anyhow::Result<Uri> {
 
 /// Resolves the proxy's settings. `cli` already holds env values (clap merges them).
 pub fn proxy(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySettings> {
+    proxy_settings(cli, file).map_err(|e| file.blame(e))
+}
+
+fn proxy_settings(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySettings> {
     let listen_given = pick_list(&cli.listen, &file.listen);
     let http_given = pick_list(&cli.http_listen, &file.http_listen);
     let listen_is_default = listen_given.is_none() && http_given.is_none();

@@ -148,6 +148,19 @@ pub fn upstream(s: &str) -> Result<Uri, String> {
         ));
     }
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    // `http://x:99999` parses, with no port: it must not quietly become port 80.
+    let port_text = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, after)| after)
+        .rsplit_once(':')
+        .map(|(_, p)| p);
+    if let Some(p) = port_text
+        && uri.port_u16().is_none_or(|n| n == 0)
+    {
+        return Err(format!(
+            "--upstream `{s}`: `{p}` is not a port (1-65535); {form}"
+        ));
+    }
     let authority = if uri.port().is_none() {
         format!("{authority}:80")
     } else {
@@ -237,5 +250,13 @@ mod tests {
         assert!(upstream("not a url").unwrap_err().contains("not a URL"));
         assert!(upstream("ftp://x:1").unwrap_err().contains("scheme"));
         assert!(upstream("http://x:1/webui").unwrap_err().contains("path"));
+        assert!(
+            upstream("http://x:99999")
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(upstream("http://x:0").unwrap_err().contains("not a port"));
+        assert!(upstream("http://[::1]:8080").is_ok());
+        assert!(upstream("http://[::1]").is_ok());
     }
 }

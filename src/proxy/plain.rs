@@ -38,18 +38,22 @@ pub(super) fn handle<B>(shared: &Shared, req: Request<B>, peer: SocketAddr) -> R
 /// a plausible name or address (it ends up in a Location header).
 pub fn https_location(host: &str, https_port: u16, uri: &http::Uri) -> Option<String> {
     let name = if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        format!("[{}]", rest.split(']').next()?)
+        // [v6]:port; only an IPv6 address may stand in brackets.
+        let v6 = rest.split(']').next()?;
+        v6.parse::<std::net::Ipv6Addr>().ok()?;
+        format!("[{v6}]")
     } else {
         host.rsplit_once(':')
             .map(|(h, _)| h)
             .unwrap_or(host)
             .to_string()
     };
+    // Found by the `route` fuzz target: `a:b:c` made `https://a:b:8443/`, not a URL.
     let ok = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        && (name.starts_with('[')
+            || name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')));
     if !ok {
         return None;
     }
@@ -83,5 +87,8 @@ mod tests {
         );
         assert!(https_location("evil.com/\r\n", 443, &uri).is_none());
         assert!(https_location("", 443, &uri).is_none());
+        // Fuzz findings: a colon outside brackets, a name in brackets.
+        assert!(https_location("a:b:c", 8443, &uri).is_none());
+        assert!(https_location("[evil.example]", 443, &uri).is_none());
     }
 }

@@ -410,6 +410,21 @@ fi
 log "node $(node --version), npm $(npm --version), $(/usr/bin/chromium --version 2>/dev/null || echo 'chromium: absent')"
 step_done
 
+# ---------------------------------------------------------------- cargo-fuzz
+# tests/fuzz.rs runs the fuzz targets in fuzz/ (stable toolchain + RUSTC_BOOTSTRAP=1).
+step "cargo-fuzz (tests/fuzz.rs)"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+if cargo fuzz --version >/dev/null 2>&1; then
+	log "$(cargo fuzz --version) present, skipping cargo install"
+else
+	log "cargo install cargo-fuzz --locked (a few minutes, once per machine)"
+	cargo install cargo-fuzz --locked >/tmp/webui-ci-cargo-fuzz.log 2>&1 || {
+		tail -n 30 /tmp/webui-ci-cargo-fuzz.log >&2 || true
+		die "cargo install cargo-fuzz failed (see /tmp/webui-ci-cargo-fuzz.log)"
+	}
+fi
+step_done
+
 # ---------------------------------------------------------------- env file
 step "env file"
 cat >"$STATE/env.tmp" <<EOF
