@@ -19,7 +19,9 @@
 //! container's environment, visible to `docker inspect`.
 //!
 //! An existing account is never changed: when `onboarding` is absent, nothing is
-//! sent. The password is `WEBUI_ADMIN_PASSWORD` from webui's environment, else 24
+//! sent. With `WEBUI_AUTH=false` (`features.auth` false in `/api/config`) Open WebUI
+//! has no accounts to claim (everyone is let in as its built-in admin): nothing is
+//! created and the summary says so. The password is `WEBUI_ADMIN_PASSWORD` from webui's environment, else 24
 //! random letters and digits (about 143 bits), written to
 //! `<project dir>/admin_password` (0600) *before* the signup, so it cannot be lost,
 //! and shown once on a terminal. `<project dir>/admin.json` records what was created.
@@ -61,6 +63,26 @@ pub enum Outcome {
     /// Open WebUI already had accounts; `record` is what an earlier `webui up`
     /// created, if it did.
     Existing { record: Option<Record> },
+    /// `WEBUI_AUTH=false`: no sign-in at all.
+    AuthOff,
+}
+
+/// What `GET /api/config` says about accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accounts {
+    None,
+    Some,
+    AuthOff,
+}
+
+fn accounts_of(config: &serde_json::Value) -> Accounts {
+    if config["features"]["auth"].as_bool() == Some(false) {
+        Accounts::AuthOff
+    } else if config["onboarding"].as_bool() == Some(true) {
+        Accounts::None
+    } else {
+        Accounts::Some
+    }
 }
 
 /// `<project dir>/admin.json`.
@@ -191,10 +213,14 @@ pub async fn gate(
 /// Creates the admin account on Open WebUI at `base` (loopback) unless it has
 /// accounts already.
 pub async fn ensure(base: &str, job: &Job) -> anyhow::Result<Outcome> {
-    if !onboarding(base).await? {
-        return Ok(Outcome::Existing {
-            record: record(&job.state),
-        });
+    match accounts(base).await? {
+        Accounts::None => {}
+        Accounts::Some => {
+            return Ok(Outcome::Existing {
+                record: record(&job.state),
+            });
+        }
+        Accounts::AuthOff => return Ok(Outcome::AuthOff),
     }
     let (password, password_file) = match &job.password {
         Some(p) => (p.clone(), None),
@@ -254,7 +280,7 @@ pub async fn ensure(base: &str, job: &Job) -> anyhow::Result<Outcome> {
 
 /// Whether Open WebUI at `base` has no account yet. Retries for a while: it can be
 /// healthy a moment before its API answers.
-async fn onboarding(base: &str) -> anyhow::Result<bool> {
+async fn accounts(base: &str) -> anyhow::Result<Accounts> {
     let url = format!("{base}/api/config");
     let start = Instant::now();
     let last = loop {
@@ -262,7 +288,7 @@ async fn onboarding(base: &str) -> anyhow::Result<bool> {
             Ok((s, body)) if s.is_success() => {
                 match serde_json::from_slice::<serde_json::Value>(&body) {
                     Ok(v) if v.is_object() => {
-                        return Ok(v["onboarding"].as_bool() == Some(true));
+                        return Ok(accounts_of(&v));
                     }
                     _ => "it did not answer JSON".to_string(),
                 }
@@ -355,6 +381,10 @@ pub fn describe(outcome: Option<&Outcome>) -> Vec<String> {
             }
             v
         }
+        Some(Outcome::AuthOff) => vec![
+            "none: sign-in is off (WEBUI_AUTH=false), everyone who reaches the site is let in"
+                .to_string(),
+        ],
         Some(Outcome::Existing { record: None }) => {
             vec!["Open WebUI already has accounts; webui left them unchanged".to_string()]
         }
@@ -373,6 +403,17 @@ mod tests {
         assert_eq!(a.len(), 24);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn accounts_from_api_config() {
+        use serde_json::json;
+        let fresh = json!({"onboarding": true, "status": true, "features": {"auth": true}});
+        assert_eq!(accounts_of(&fresh), Accounts::None);
+        let used = json!({"status": true, "features": {"auth": true}});
+        assert_eq!(accounts_of(&used), Accounts::Some);
+        let off = json!({"onboarding": true, "features": {"auth": false}});
+        assert_eq!(accounts_of(&off), Accounts::AuthOff);
     }
 
     #[test]

@@ -115,7 +115,8 @@ impl Summary<'_> {
 
         let mut admin_lines = admin::describe(self.admin.as_ref()).into_iter();
         if let Some(first) = admin_lines.next() {
-            out.push(("admin", first, None));
+            let tone = matches!(self.admin, Some(Outcome::AuthOff)).then_some(Tone::Warn);
+            out.push(("admin", first, tone));
         }
         for l in admin_lines {
             out.push(("", l, None));
