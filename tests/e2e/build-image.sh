@@ -287,6 +287,11 @@ prune_old() {
 			rm -rf "$root/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex"
 		fi
 	done
+	# run.sh's "<version>-update" variant shared the old layers: drop it (run.sh
+	# pushes it again from the new manifest).
+	d=$(curl -fsS --max-time 10 -I "${ACCEPT[@]}" "$R/manifests/$VERSION-update" 2>/dev/null | tr -d '\r' |
+		awk 'tolower($1) == "docker-content-digest:" {print $2}' || true)
+	[[ -z $d ]] || curl -fsS -X DELETE -o /dev/null "$R/manifests/$d" 2>/dev/null || true
 	# The old manifest revision (its tag now points at the new one).
 	if [[ -n $OLD_DIGEST && $OLD_DIGEST != "sha256:$(sha256sum "$WORK/manifest.json" | cut -d' ' -f1)" ]]; then
 		curl -fsS -X DELETE -o /dev/null "$R/manifests/$OLD_DIGEST" 2>/dev/null || true
