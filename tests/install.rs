@@ -11,25 +11,25 @@
 //! Needs root, dockerd, debootstrap and shellcheck (tests/infra/setup.sh installs
 //! them). Without them a test prints why it skips, unless `CI` is set: then it fails.
 
+#[path = "support/debian.rs"]
+mod debian;
+
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+use debian::*;
+
 const WEBUI: &str = env!("CARGO_BIN_EXE_webui");
 const BIN_PATH: &str = "/usr/local/bin/webui";
 const UNIT_PATH: &str = "/etc/systemd/system/webui.service";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
 
 /// Skip (return from the test) with a reason, or fail under CI.
 macro_rules! skip {
@@ -45,17 +45,6 @@ macro_rules! skip {
 
 // ------------------------------------------------------------------ environment
 
-struct Env {
-    docker: PathBuf,
-    image: String,
-}
-
-/// Docker CLI and the fresh-Debian image, prepared once per test process.
-fn env() -> Result<&'static Env, String> {
-    static ENV: OnceLock<Result<Env, String>> = OnceLock::new();
-    ENV.get_or_init(prepare_env).as_ref().map_err(Clone::clone)
-}
-
 macro_rules! require_env {
     () => {
         match env() {
@@ -63,49 +52,6 @@ macro_rules! require_env {
             Err(reason) => skip!("{reason}"),
         }
     };
-}
-
-fn prepare_env() -> Result<Env, String> {
-    let docker = match std::env::var_os("WEBUI_TEST_DOCKER_CLI") {
-        Some(cli) if !cli.is_empty() => PathBuf::from(cli),
-        _ if Path::new("/usr/bin/docker").exists() => PathBuf::from("/usr/bin/docker"),
-        _ => PathBuf::from("docker"),
-    };
-    match Command::new(&docker)
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-    {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            return Err(format!(
-                "docker is not available ({} info: {}); run tests/infra/setup.sh",
-                docker.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        Err(e) => return Err(format!("docker CLI {} not usable: {e}", docker.display())),
-    }
-    let started = std::time::Instant::now();
-    let out = Command::new("bash")
-        .arg(Path::new(REPO).join("tests/install/image.sh"))
-        .env("WEBUI_TEST_DOCKER_CLI", &docker)
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("cannot run tests/install/image.sh: {e}"))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprint!("{stderr}");
-    if !out.status.success() {
-        return Err(format!(
-            "tests/install/image.sh could not make the fresh Debian image (needs root and debootstrap): {}",
-            stderr.trim()
-        ));
-    }
-    let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    eprintln!(
-        "install tests: image {image} ready in {:.1?}",
-        started.elapsed()
-    );
-    Ok(Env { docker, image })
 }
 
 // ------------------------------------------------------------------ release location
@@ -376,138 +322,8 @@ fn serve(conn: TcpStream, root: &Path, log: &Mutex<Vec<String>>) -> io::Result<(
 
 // ------------------------------------------------------------------ container
 
-struct Run {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(what: String, out: Output) -> Run {
-        let run = Run {
-            what,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        eprintln!(
-            "---- {} -> exit {:?}\n{}{}",
-            run.what, run.code, run.stdout, run.stderr
-        );
-        run
-    }
-
-    fn text(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "{} failed:\n{}", self.what, self.text());
-        self
-    }
-
-    fn failed(self) -> Run {
-        assert!(
-            matches!(self.code, Some(c) if c != 0),
-            "{} should have failed:\n{}",
-            self.what,
-            self.text()
-        );
-        self
-    }
-
-    fn says(&self, needle: &str) -> &Run {
-        assert!(
-            self.text().contains(needle),
-            "{}: expected {needle:?} in:\n{}",
-            self.what,
-            self.text()
-        );
-        self
-    }
-}
-
-/// A fresh server: the debootstrap image, tests/install mounted at /t, host network.
-struct Container {
-    docker: PathBuf,
-    id: String,
-}
-
+/// What only the install.sh tests do with a fresh server.
 impl Container {
-    fn start(env: &Env, tag: &str) -> Container {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "webui-test-install-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let mount = format!("{REPO}/tests/install:/t:ro");
-        let out = Command::new(&env.docker)
-            .args([
-                "run",
-                "-d",
-                "--network",
-                "host",
-                "--label",
-                "webui.test=1",
-                "--name",
-                &name,
-            ])
-            .args(["-v", &mount, &env.image, "sleep", "infinity"])
-            .output()
-            .expect("docker run");
-        assert!(
-            out.status.success(),
-            "docker run: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Container {
-            docker: env.docker.clone(),
-            id,
-        }
-    }
-
-    fn exec(&self, user: Option<&str>, envs: &[(&str, &str)], script: &str) -> Run {
-        let mut cmd = Command::new(&self.docker);
-        cmd.arg("exec");
-        if let Some(user) = user {
-            cmd.args(["-u", user]);
-        }
-        for (k, v) in envs {
-            cmd.args(["-e", &format!("{k}={v}")]);
-        }
-        cmd.args([&self.id, "timeout", "600", "sh", "-c", script]);
-        let what = match user {
-            Some(u) => format!("[{u}] {script}"),
-            None => script.to_string(),
-        };
-        Run::from(what, cmd.output().expect("docker exec"))
-    }
-
-    fn sh(&self, script: &str) -> Run {
-        self.exec(None, &[], script)
-    }
-
-    /// Inode, size, mode and mtime (ns) of a file: equal before and after = untouched.
-    fn stat(&self, path: &str) -> String {
-        self.sh(&format!("stat -c '%i %s %a %y' {path}"))
-            .ok()
-            .stdout
-            .trim()
-            .to_string()
-    }
-
-    fn sha256(&self, path: &str) -> String {
-        let run = self.sh(&format!("sha256sum {path}")).ok();
-        run.stdout.split_whitespace().next().unwrap().to_string()
-    }
-
-    fn exists(&self, path: &str) -> bool {
-        self.sh(&format!("test -e {path}")).code == Some(0)
-    }
-
     /// `curl -fsSL <server>/install.sh | sh -s -- ARGS`, as the one-line install does.
     fn install(&self, server: &Server, user: Option<&str>, args: &str) -> Run {
         let url = server.url();
@@ -533,14 +349,6 @@ impl Container {
             "temp dir left behind:\n{}",
             run.stdout
         );
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.docker)
-            .args(["rm", "-f", &self.id])
-            .output();
     }
 }
 
