@@ -29,7 +29,7 @@
 //!     "restart_count": 0,
 //!     "ports": [{"host_ip": "127.0.0.1", "host_port": 3000, "container_port": "8080/tcp"}],
 //!     "network": "webui",             // network mode: "host" or the bridge network
-//!     "upstream": "http://127.0.0.1:3000"   // where the proxy forwards (Open WebUI only)
+//!     "upstream": "http://127.0.0.1:3000"   // where the proxy forwards (Open WebUI, served Ollama)
 //!   }],
 //!   "proxy": {                        // null when no `webui up` serves this project
 //!     "pid": 1234,
@@ -193,6 +193,12 @@ pub async fn collect(
                 let h = health::probe(u).await;
                 (h.as_str().to_string(), h.detail().map(str::to_string))
             }
+            // A served Ollama (`up --ollama-only` / `--ollama-domain`) is published
+            // for the proxy: probe it too.
+            (true, Some(Role::Ollama), Some(u)) => {
+                let h = health::probe_ollama(u).await;
+                (h.as_str().to_string(), h.detail().map(str::to_string))
+            }
             (true, _, _) => ("not-checked".to_string(), None),
         };
         let image_id = c.image.clone().unwrap_or_default();
@@ -259,12 +265,13 @@ pub async fn collect(
         });
     }
     containers.sort_by(|a, b| a.service.cmp(&b.service));
-    let healthy = containers
+    // Open WebUI, or for `up --ollama-only` the served Ollama, must be there.
+    let healthy = containers.iter().any(|c| {
+        c.service == Role::OpenWebui.as_str()
+            || (c.service == Role::Ollama.as_str() && c.upstream.is_some())
+    }) && containers
         .iter()
-        .any(|c| c.service == Role::OpenWebui.as_str())
-        && containers
-            .iter()
-            .all(|c| c.running && (c.health == "healthy" || c.health == "not-checked"));
+        .all(|c| c.running && (c.health == "healthy" || c.health == "not-checked"));
     Ok(Report {
         project: project.key().to_string(),
         healthy,

@@ -359,6 +359,11 @@ pub fn served_ollama(
         spec.env
             .insert("OLLAMA_ORIGINS".to_string(), origins.join(","));
     }
+    // Where it answers on this host, for `status`.
+    spec.labels.insert(
+        LABEL_UPSTREAM.to_string(),
+        format!("http://127.0.0.1:{port}"),
+    );
     spec
 }
 
