@@ -134,6 +134,8 @@ pub enum Command {
         webui up\n  \
         # a public site with the bundled Ollama and every GPU\n  \
         webui up --domain chat.example.com --ollama --gpu all\n  \
+        # beside an nginx/Apache that keeps 80/443: no listener, prints its site config\n  \
+        webui up --behind-proxy --domain chat.example.com\n  \
         # a fixed release, an OpenAI-compatible provider, one extra setting\n  \
         webui up --version v0.6.5 --openai-url https://api.openai.com/v1 \\\n      \
         --openai-key-file /root/openai.key --env ENABLE_SIGNUP=false\n\n\
