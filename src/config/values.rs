@@ -108,6 +108,19 @@ pub fn domain(s: &str) -> Result<String, String> {
             "--domain `{raw}` is a single label; give a full name such as {ascii}.example.com"
         ));
     }
+    // Found by the `domain` fuzz target: `a.example.9` and `03.0x` passed here, then
+    // rustls and every CA refuse them: a name whose last label is a decimal or hex
+    // number looks like an IPv4 address (WHATWG URL's "ends in a number").
+    let numeric = |l: &str| {
+        l.chars().all(|c| c.is_ascii_digit())
+            || l.strip_prefix("0x")
+                .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    if labels.last().is_some_and(|tld| numeric(tld)) {
+        return Err(format!(
+            "--domain `{raw}` ends in a number; a DNS name ends in a top-level domain such as .com or .org"
+        ));
+    }
     for label in &labels {
         let ok = !label.is_empty()
             && label.len() <= 63
@@ -226,6 +239,20 @@ mod tests {
                 .contains("not a valid")
         );
         assert!(domain("localhost").unwrap_err().contains("single label"));
+        assert!(
+            domain("a.example.9")
+                .unwrap_err()
+                .contains("ends in a number")
+        );
+        assert!(
+            domain("203.0.113")
+                .unwrap_err()
+                .contains("ends in a number")
+        );
+        for numeric in ["03.0x", "a.0xbeef"] {
+            assert!(domain(numeric).unwrap_err().contains("ends in a number"));
+        }
+        assert!(domain("a.0xbeefy").is_ok());
     }
 
     #[test]
