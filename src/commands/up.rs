@@ -806,12 +806,18 @@ fn load_openai_key(up: &UpSettings, printer: &Printer) -> anyhow::Result<Option<
     let Some(p) = &up.openai_key_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(p).map_err(|e| {
-        UserError::new(format!(
-            "cannot read --openai-key-file {}: {e}",
-            p.display()
-        ))
-    })?;
+    let text = read_flag_file("--openai-key-file", p, printer)?;
+    upcfg::openai_key(&text, &p.display().to_string()).map(Some)
+}
+
+/// Reads a secret file a flag names, warning when others can read it.
+pub(crate) fn read_flag_file(
+    flag: &str,
+    p: &std::path::Path,
+    printer: &Printer,
+) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| UserError::new(format!("cannot read {flag} {}: {e}", p.display())))?;
     if std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
         printer.warn(format!(
             "{} is readable by other users; `chmod 600 {}`",
@@ -819,7 +825,7 @@ fn load_openai_key(up: &UpSettings, printer: &Printer) -> anyhow::Result<Option<
             p.display()
         ));
     }
-    upcfg::openai_key(&text, &p.display().to_string()).map(Some)
+    Ok(text)
 }
 
 /// Connects to the engine, decides GPUs (`ollama`: a bundled Ollama wants them) and

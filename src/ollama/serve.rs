@@ -2,7 +2,6 @@
 //! `--ollama-domain`, the gate and its token, the forwarder for `--ollama-token`, and
 //! the checks of a native Ollama (`--ollama-only --ollama-url`).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +14,6 @@ use crate::config::up::{OllamaMode, Project, TokenSource, UpSettings};
 use crate::config::{ProxySettings, TlsSource};
 use crate::docker::health::{self, Health};
 use crate::docker::project::ProjectState;
-use crate::error::UserError;
 use crate::output::Printer;
 use crate::proxy::auth::OllamaGate;
 use crate::route::{self, Route, RouteTx};
@@ -51,19 +49,7 @@ pub fn read_remote_token(up: &UpSettings, printer: &Printer) -> anyhow::Result<O
         None => Ok(None),
         Some(TokenSource::Value(t)) => Ok(Some(t.clone())),
         Some(TokenSource::File(p)) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                UserError::new(format!(
-                    "cannot read --ollama-token-file {}: {e}",
-                    p.display()
-                ))
-            })?;
-            if std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-                printer.warn(format!(
-                    "{} is readable by other users; `chmod 600 {}`",
-                    p.display(),
-                    p.display()
-                ));
-            }
+            let text = crate::commands::up::read_flag_file("--ollama-token-file", p, printer)?;
             crate::config::up::token_text(&text, &p.display().to_string()).map(Some)
         }
     }
