@@ -70,7 +70,7 @@ pub async fn run(global: &GlobalArgs, cmd: &VersionCmd, _printer: Printer) -> an
     let check = if cmd.check {
         let paths = Paths::resolve(global);
         let file = paths.load_file()?;
-        let configured = cmd.release_url.clone().or(file.release_url);
+        let configured = crate::config::release::release_url(cmd.release_url.as_deref(), &file);
         Some(match configured {
             None => Check::default(),
             Some(url) => check(&url).await?,

@@ -16,6 +16,20 @@ pub fn behind_proxy(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<bool> {
     if !cli.behind_proxy.or(file.behind_proxy).unwrap_or(false) {
         return Ok(false);
     }
+    // The served Ollama API is protected by webui's own proxy (its bearer token): with
+    // no proxy it would have no protection at all.
+    for (flag, given) in [
+        ("--ollama-only", cli.ollama_only == Some(true)),
+        ("--ollama-domain", cli.ollama_domain.is_some()),
+    ] {
+        if given {
+            return Err(UserError::new(format!(
+                "{flag} cannot be used with --behind-proxy: the Ollama API is served token-protected by webui's own HTTPS proxy, which --behind-proxy does not run"
+            ))
+            .hint("run the Ollama server without --behind-proxy (on its own box, or with its own --domain and ports)")
+            .into());
+        }
+    }
     let p = &cli.proxy;
     // (flag, file key, given on the command line or env, set in the file)
     let own_listener = [
@@ -188,6 +202,12 @@ mod tests {
             );
             assert!(text.contains("config export"), "{text}");
         }
+        let only = UpCmd {
+            ollama_only: Some(true),
+            ..on(ProxyArgs::default())
+        };
+        let text = crate::error::render(&behind_proxy(&only, &none).unwrap_err());
+        assert!(text.contains("--ollama-only cannot be used"), "{text}");
         let f = FileConfig::parse("listen = [\":8443\"]\n", Path::new("t")).unwrap();
         let text = crate::error::render(&behind_proxy(&on(ProxyArgs::default()), &f).unwrap_err());
         assert!(text.contains("`listen` in the config file"), "{text}");

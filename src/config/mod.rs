@@ -6,6 +6,7 @@
 
 pub mod behind;
 pub mod file;
+pub mod release;
 pub mod resolve;
 pub mod up;
 pub mod values;
