@@ -93,7 +93,8 @@ async function dismissPopups() {
 	// "What's new" / onboarding modals of a fresh install.
 	for (const name of [/okay, let's go/i, /^ok/i, /^close$/i, /^dismiss$/i]) {
 		const b = page.getByRole('button', { name }).first();
-		if (await b.isVisible().catch(() => false)) await b.click().catch(() => {});
+		// A short timeout: a covered or vanishing button must not hold the run for 30 s.
+		if (await b.isVisible().catch(() => false)) await b.click({ timeout: 2000 }).catch(() => {});
 	}
 	await page.keyboard.press('Escape').catch(() => {});
 }
@@ -123,7 +124,7 @@ async function authForm() {
 	const getStarted = page.getByRole('button', { name: /get started/i }).first();
 	for (let i = 0; i < 120; i++) {
 		if (await getStarted.isVisible().catch(() => false)) {
-			await getStarted.click().catch(() => {});
+			await getStarted.click({ timeout: 2000 }).catch(() => {});
 			await page.waitForTimeout(500);
 			continue;
 		}
