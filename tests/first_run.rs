@@ -70,7 +70,9 @@ async fn piped_first_up_claims_the_admin_before_the_site_opens_and_says_so_plain
     };
     let p = Cleanup::new("fr-pipe");
     let state = webui::state_dir();
-    let image = img.tag("v1");
+    // Answers 503 on /health for its first 5 s, like a real first start, so the
+    // stranger below surely tries while the site is still closed.
+    let image = img.tag("slowstart");
     let port = free_port();
     let w = up(
         state.path(),
