@@ -353,20 +353,6 @@ async fn first_health(
     let start = Instant::now();
     let mut rx = routes.subscribe();
     let mut opened = open.subscribe();
-    // Adopted and healthy already: only the admin check (`admin::gate`) is left, a
-    // moment; nothing to announce unless Open WebUI stops answering meanwhile.
-    while matches!(*rx.borrow_and_update(), Route::Forward(_)) {
-        if matches!(*opened.borrow_and_update(), Route::Forward(_)) {
-            return Ok(true);
-        }
-        let closed = tokio::select! {
-            r = opened.changed() => r.is_err(),
-            r = rx.changed() => r.is_err(),
-        };
-        if closed {
-            break;
-        }
-    }
     if matches!(*opened.borrow_and_update(), Route::Forward(_)) {
         return Ok(true);
     }
@@ -543,7 +529,7 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     if let Some(s) = up
         .serve_ollama
         .as_ref()
-        .filter(|_| up.network == NetworkMode::Bridge)
+        .filter(|s| up.network == NetworkMode::Bridge || s.port != spec::OLLAMA_PORT)
     {
         check_port(
             s.port,
@@ -733,7 +719,11 @@ fn check_port(port: u16, what: &str, existing: Option<&ensure::Existing>) -> any
 /// `OLLAMA_BASE_URL` and whether `host.docker.internal` must be mapped.
 async fn ollama_url(up: &UpSettings, printer: &Printer) -> (Option<String>, bool) {
     match &up.ollama {
-        OllamaMode::Bundled { .. } => (Some(spec::bundled_ollama_url(up.network)), false),
+        // Served on a second name with host networking: it listens on --ollama-port.
+        OllamaMode::Bundled { .. } => match (&up.serve_ollama, up.network) {
+            (Some(s), NetworkMode::Host) => (Some(format!("http://127.0.0.1:{}", s.port)), false),
+            _ => (Some(spec::bundled_ollama_url(up.network)), false),
+        },
         OllamaMode::Url(u) => (Some(u.clone()), u.contains("host.docker.internal")),
         OllamaMode::ProbeHost => {
             let Some(version) = host::probe_ollama(spec::OLLAMA_PORT).await else {
