@@ -353,6 +353,20 @@ async fn first_health(
     let start = Instant::now();
     let mut rx = routes.subscribe();
     let mut opened = open.subscribe();
+    // Adopted and healthy already: only the admin check (`admin::gate`) is left, a
+    // moment; nothing to announce unless Open WebUI stops answering meanwhile.
+    while matches!(*rx.borrow_and_update(), Route::Forward(_)) {
+        if matches!(*opened.borrow_and_update(), Route::Forward(_)) {
+            return Ok(true);
+        }
+        let closed = tokio::select! {
+            r = opened.changed() => r.is_err(),
+            r = rx.changed() => r.is_err(),
+        };
+        if closed {
+            break;
+        }
+    }
     if matches!(*opened.borrow_and_update(), Route::Forward(_)) {
         return Ok(true);
     }
