@@ -234,7 +234,9 @@ pub enum Command {
     /// Check the deployment end to end and say what to fix (DNS, ports, certificate, websocket, Ollama, disk)
     #[command(after_help = "Examples:\n  \
         webui doctor\n  \
-        webui doctor --domain chat.example.com --json")]
+        webui doctor --domain chat.example.com --json\n  \
+        # ask the domain's DNS server itself, not a stale local cache\n  \
+        webui doctor --domain chat.example.com --resolver 1.1.1.1:53")]
     Doctor(DoctorCmd),
 
     /// Print the version, git commit and build date; with --check, whether a newer
