@@ -128,44 +128,71 @@ async fn hostile_requests_are_rejected_cleanly() {
     still_serves(&p, &ca).await;
 }
 
-#[tokio::test]
+/// Answers `/health` with a fresh client, returning how long it took.
+async fn health_time(p: &Webui, ca: &Path, http2: bool) -> Duration {
+    let c = webui::https_client(ca, http2);
+    let t = Instant::now();
+    let res = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.get(p.https_url("/health")).send(),
+    )
+    .await
+    .expect("answered within 10 s")
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_starve_real_clients() {
     let up = standin::spawn().await;
     let state = webui::state_dir();
     let p = proxy(
         state.path(),
         &up.url(""),
-        &["--header-timeout", "2s", "--handshake-timeout", "2s"],
+        &["--header-timeout", "10s", "--handshake-timeout", "10s"],
     );
     let ca = webui::local_ca(state.path());
     let addr = p.https[0];
 
-    // 500 connections that never start TLS, 300 that send half a request line.
+    // 500 connections that never start TLS, then 1,000 that send half a request line
+    // and trickle a byte now and then (opened 50 at a time).
     let mut idle = Vec::new();
     for _ in 0..500 {
         idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
+    let opened = Instant::now();
     let mut slow = Vec::new();
-    for _ in 0..300 {
-        let mut s = tls_conn(&p, &ca).await;
-        s.write_all(b"GET /health HT").await.unwrap();
-        slow.push(s);
+    while slow.len() < 1000 {
+        let batch = futures_util::future::join_all((0..50).map(|_| async {
+            let mut s = tls_conn(&p, &ca).await;
+            s.write_all(b"GET /health HT").await.unwrap();
+            s
+        }))
+        .await;
+        slow.extend(batch);
     }
+    let opened = opened.elapsed();
+    assert!(
+        opened < Duration::from_secs(8),
+        "1,000 slow connections opened before the header timeout ({opened:?})"
+    );
 
-    // A real client is still answered promptly, over and over.
-    let c = webui::https_client(&ca, false);
+    // A real client is still answered promptly, over and over, on new connections.
     for _ in 0..20 {
-        let t = Instant::now();
-        let res = c.get(p.https_url("/health")).send().await.unwrap();
-        assert_eq!(res.status(), 200);
+        let t = health_time(&p, &ca, false).await;
         assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "answered within 2 s under slowloris"
+            t < Duration::from_secs(2),
+            "answered within 2 s under slowloris ({t:?})"
         );
+    }
+    // Trickling a byte does not buy more time: the header timeout is for the whole head.
+    for s in slow.iter_mut() {
+        let _ = s.write_all(b"T").await;
     }
 
     // And the slow ones are cut off after the timeouts.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let mut closed = 0;
     for mut s in idle {
         let mut b = [0u8; 1];
@@ -190,9 +217,102 @@ async fn slowloris_connections_do_not_starve_real_clients() {
         }
     }
     assert!(
-        closed >= 290,
-        "half-sent requests are cut off by the header timeout ({closed}/300)"
+        closed >= 990,
+        "half-sent requests are cut off by the header timeout ({closed}/1000)"
     );
+    health_time(&p, &ca, false).await;
+}
+
+/// HTTP/2 "rapid reset" (CVE-2023-44487): a client opens streams and cancels each at
+/// once, so the server starts work it never gets to finish while the client's stream
+/// count stays low. The proxy must bound it (hyper/h2 answer GOAWAY
+/// ENHANCE_YOUR_CALM past `max_pending_accept_reset_streams`, and the listener caps
+/// reset streams per connection) while clients on other connections are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_is_cut_off_and_others_are_served() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &[]);
+    let ca = webui::local_ca(state.path());
+    let before = up.requests();
+
+    const STREAMS: usize = 20_000;
+    let attack = {
+        let cfg = webui::client_tls(&[&ca], &[b"h2"]);
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (client, conn) = h2::client::Builder::new()
+            .max_concurrent_reset_streams(STREAMS)
+            .handshake::<_, bytes::Bytes>(tls)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let url = p.https_url("/slow?delay_ms=2000");
+        tokio::spawn(async move {
+            let mut client = client;
+            let mut sent = 0usize;
+            while sent < STREAMS {
+                client = match client.ready().await {
+                    Ok(c) => c,
+                    Err(_) => break,
+                };
+                let req = http::Request::get(url.as_str()).body(()).unwrap();
+                match client.send_request(req, false) {
+                    Ok((res, mut body)) => {
+                        body.send_reset(h2::Reason::CANCEL);
+                        drop(res);
+                        sent += 1;
+                    }
+                    Err(_) => break,
+                }
+                if sent.is_multiple_of(100) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let ended = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            (sent, ended)
+        })
+    };
+
+    // Meanwhile clients on their own connections, HTTP/2 and HTTP/1.1, get answers.
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        slowest = slowest.max(health_time(&p, &ca, i % 2 == 0).await);
+    }
+    let (sent, ended) = attack.await.unwrap();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "others answered within 2 s during the attack ({slowest:?})"
+    );
+    // The attacking connection was closed by the server long before its streams ran
+    // out, and only a bounded number of its requests reached the upstream.
+    let ended = ended.expect("the server closed the attacking connection");
+    let err = ended
+        .unwrap()
+        .expect_err("closed with GOAWAY, not as a clean end");
+    assert!(
+        err.is_go_away() || err.is_io(),
+        "the connection ends with GOAWAY: {err}"
+    );
+    if let Some(reason) = err.reason() {
+        assert_eq!(reason, h2::Reason::ENHANCE_YOUR_CALM, "{err}");
+    }
+    assert!(
+        sent < STREAMS,
+        "cut off before all {STREAMS} streams ({sent} sent)"
+    );
+    let reached = up.requests() - before;
+    assert!(
+        reached < 2_000,
+        "work per attacking connection is bounded: {reached} requests reached the upstream ({sent} streams sent)"
+    );
+    eprintln!(
+        "rapid reset: {sent} streams sent before GOAWAY ({err}); {reached} reached the upstream"
+    );
+    still_serves(&p, &ca).await;
 }
 
 #[tokio::test]

@@ -176,7 +176,15 @@ pub(super) async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(settings.max_header_size as u32)
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
-        .max_concurrent_streams(250);
+        .max_concurrent_streams(250)
+        // HTTP/2 rapid reset (CVE-2023-44487): a client opening and cancelling streams
+        // at once. Past 20 streams reset before they were accepted, h2 ends the
+        // connection with GOAWAY ENHANCE_YOUR_CALM; past 1024 streams the server itself
+        // had to reset (protocol errors), likewise. These are hyper's defaults, pinned
+        // here so an upgrade cannot loosen them unnoticed; tests/hardening.rs
+        // `http2_rapid_reset_is_cut_off_and_others_are_served` holds them.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024);
     let builder = Arc::new(builder);
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let acceptor = TlsAcceptor::from(tls);
