@@ -46,10 +46,10 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             }
         }
     }
-    let upstream = match &*routes.borrow() {
-        Route::Forward(uri) => uri.clone(),
+    let upstream = match settled(routes).await {
+        Route::Forward(uri) => uri,
         Route::Hold(hold) => {
-            let res = respond::hold(hold, html);
+            let res = respond::hold(&hold, html);
             return finish(&shared, res, &method, &path, start, None);
         }
     };
@@ -417,6 +417,31 @@ impl HttpBody for Limited {
     }
 }
 
+/// How long a request waits on a starting site before it gets the starting page. A
+/// relaunched `webui up` adopting running containers (after a crash or a restart of
+/// the service) forwards within a fraction of a second: a request arriving meanwhile
+/// is kept and answered by Open WebUI instead of 503. On a first start (minutes) it
+/// only delays the starting page by this much.
+const START_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The route to use: the current one, except that a `Starting` hold is waited on for
+/// up to [`START_GRACE`] in case it turns into a `Forward`.
+async fn settled(routes: &crate::route::RouteRx) -> Route {
+    let mut rx = routes.clone();
+    let deadline = tokio::time::Instant::now() + START_GRACE;
+    loop {
+        let route = rx.borrow_and_update().clone();
+        match &route {
+            Route::Hold(h) if h.phase == crate::route::Phase::Starting => {}
+            _ => return route,
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return route,
+        }
+    }
+}
+
 /// The upstream's answer, or None when its head did not come within `limit` of the
 /// request body having been sent in full (a slow upload is the client's pace, not the
 /// upstream's). Bodies after the head have no timeout: generations stream for minutes.
@@ -480,6 +505,38 @@ impl HttpBody for Sent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_starting_site_is_waited_on_briefly_and_other_holds_are_not() {
+        use crate::route::{Hold, Phase};
+        use std::time::Duration;
+        let hold = |phase| {
+            Route::Hold(Hold {
+                phase,
+                detail: String::new(),
+            })
+        };
+        let up: Uri = "http://127.0.0.1:9/".parse().unwrap();
+        // Starting, then forwarded 300 ms later (an adoption): the request is kept.
+        let (tx, rx) = crate::route::table(hold(Phase::Starting));
+        let later = up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send_replace(Route::Forward(later));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        assert_eq!(settled(&rx).await, Route::Forward(up));
+        // Still starting after the grace: the starting page.
+        let (_tx, rx) = crate::route::table(hold(Phase::Starting));
+        let t = std::time::Instant::now();
+        assert_eq!(settled(&rx).await, hold(Phase::Starting));
+        assert!(t.elapsed() >= START_GRACE);
+        // Any other hold answers at once.
+        let (_tx, rx) = crate::route::table(hold(Phase::Restarting));
+        let t = std::time::Instant::now();
+        assert_eq!(settled(&rx).await, hold(Phase::Restarting));
+        assert!(t.elapsed() < Duration::from_millis(100));
+    }
 
     #[tokio::test]
     async fn the_response_timeout_counts_from_the_end_of_the_request_body() {
