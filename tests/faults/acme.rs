@@ -632,16 +632,23 @@ async fn state_dir_full() -> Result<Row, String> {
     let out = s.proxy.output_text();
     let said_full = out.contains("No space left on device");
     let said_ro = out.contains("Read-only file system");
-    if steady.failed() == 0 && said_full && said_ro && intact {
+    let exits = (full.status.code(), ro.status.code(), healed.status.code());
+    if steady.failed() == 0
+        && said_full
+        && said_ro
+        && intact
+        && exits == (Some(1), Some(1), Some(0))
+        && before != after_full
+        && after_full != after_ro
+        && after_ro != after_heal
+    {
         Ok(Row::new("state dir full, then read-only")
             .counts(&steady)
             .note(format!(
-                "renewals meanwhile: `cert renew` exit {:?} / {:?}, new certificate served {} / {}; the log names the write error; the stored certificate and key stay the last complete pair; after: exit {:?}, new cert {}",
-                full.status.code(),
-                ro.status.code(),
+                "renewals while full / read-only: new certificate served {} / {}, the log names the write error, `cert renew` exits 1 / 1 after its timeout (it reads the result from the same dir); the stored certificate and key stay the last complete pair; writable again: exit {:?}, new certificate {}",
                 before != after_full,
                 after_full != after_ro,
-                healed.status.code(),
+                healed.status.code().unwrap_or(-1),
                 after_ro != after_heal,
             )))
     } else {

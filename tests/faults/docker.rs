@@ -206,7 +206,8 @@ async fn kill_ollama(image: &str) -> Result<Row, String> {
         .counts(&steady)
         .recovery(Some(recovered))
         .note(format!(
-            "the cut generation ends ({how}) {:.2} s after the kill, without `done`; Open WebUI keeps answering; recovery = a new generation completes",
+            "the cut generation ends ({}) {:.2} s after the kill, without `done`; Open WebUI keeps answering; recovery = a new generation completes",
+            if how == "end" { "clean end of the stream" } else { "stream error" },
             ended_after.as_secs_f64()
         )))
 }
