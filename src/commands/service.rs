@@ -272,6 +272,19 @@ pub async fn detach(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyho
                     crate::docker::host::lan_ipv4(),
                 );
                 printer.line(format!("Open WebUI is ready at {url}"));
+                // The service's own summary went to the journal; the admin account
+                // and where its generated password is are what the operator needs.
+                let state = crate::docker::project::ProjectState::new(&paths.state_dir, &project);
+                if let Some(r) = crate::admin::record(&state) {
+                    printer.line(format!(
+                        "admin: {}{}; the full summary: `journalctl -u {name}`",
+                        r.email,
+                        r.password_file
+                            .filter(|f| f.exists())
+                            .map(|f| format!(" (password in {}, mode 0600)", f.display()))
+                            .unwrap_or_default(),
+                    ));
+                }
                 return Ok(0);
             }
             if v["services"]
