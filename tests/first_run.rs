@@ -269,9 +269,9 @@ async fn admin_password_from_the_environment_is_used_and_not_stored() {
 
 // ------------------------------------------------------------------ the terminal
 
-/// tmux on its own server socket, killed on drop.
+/// tmux on its own server socket (in a temporary directory), killed on drop.
 struct Tmux {
-    socket: String,
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -289,15 +289,17 @@ impl Tmux {
         ok
     }
 
-    fn new(name: &str) -> Self {
+    fn new() -> Self {
         Self {
-            socket: format!("{name}-{}", std::process::id()),
+            dir: tempfile::tempdir().expect("tempdir"),
         }
     }
 
     fn run(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .arg("-S")
+            .arg(self.dir.path().join("socket"))
+            .args(["-f", "/dev/null"])
             .args(args)
             .output()
             .expect("run tmux");
@@ -391,7 +393,7 @@ async fn first_up_in_a_terminal_shows_url_certificate_admin_and_next_steps() {
     let listen = format!("127.0.0.1:{}", free_port());
     let argv = up_argv(state.path(), &p, &image, port, &listen);
 
-    let tmux = Tmux::new("t-fr-tty");
+    let tmux = Tmux::new();
     tmux.start(&[("TERM", "xterm-256color".to_string())], &argv);
     let screen = tmux.wait_for("next:", READY);
     let text = strip(&screen);
@@ -435,7 +437,7 @@ async fn first_up_in_a_terminal_shows_url_certificate_admin_and_next_steps() {
     drop(tmux);
 
     // Again on a terminal with NO_COLOR: no colour codes at all; the admin exists.
-    let tmux = Tmux::new("t-fr-nocolor");
+    let tmux = Tmux::new();
     tmux.start(
         &[
             ("TERM", "xterm-256color".to_string()),
@@ -460,7 +462,7 @@ async fn first_up_in_a_terminal_shows_url_certificate_admin_and_next_steps() {
     drop(tmux);
     let mut argv_q = argv.clone();
     argv_q.insert(1, "-q".to_string());
-    let tmux = Tmux::new("t-fr-quiet");
+    let tmux = Tmux::new();
     tmux.start(&[("TERM", "xterm-256color".to_string())], &argv_q);
     let screen = strip(&tmux.wait_for(&format!("https://{listen}"), READY));
     tmux.run(&["send-keys", "-t", "t", "C-c"]);
