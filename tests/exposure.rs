@@ -1,8 +1,9 @@
 //! Exposure check (issue #11): after `webui up` with everything that opens something
-//! (HTTPS and the HTTP redirect listener on every address, the bundled Ollama, the
-//! local CA, the control socket), only the proxy's own two listeners accept
-//! connections on non-loopback addresses. Containers publish on 127.0.0.1 only and
-//! Ollama not at all; the control socket and every secret are mode 0600.
+//! (HTTPS and the HTTP redirect listener on every address, the bundled Ollama with its
+//! API served on `--ollama-domain`, the local CA, the control socket), only the
+//! proxy's own two listeners accept connections on non-loopback addresses.
+//! Containers publish on 127.0.0.1 only (Ollama only its `--ollama-port`, for the
+//! proxy); the control socket and every secret are mode 0600.
 //!
 //! Looked at three ways: the kernel's listening sockets (`/proc/net/tcp{,6}`, mapped
 //! to their processes through `/proc/PID/fd`), the containers' port bindings (Docker
@@ -153,6 +154,7 @@ async fn after_up_with_everything_only_the_proxy_listens_beyond_loopback() {
     let (https, http) = (sv::free_port(), sv::free_port());
     let (listen, http_listen) = (format!("0.0.0.0:{https}"), format!("0.0.0.0:{http}"));
     let port = sv::free_port().to_string();
+    let ollama_port = sv::free_port().to_string();
     let w = webui::Webui::start(
         state.path(),
         &[
@@ -170,6 +172,12 @@ async fn after_up_with_everything_only_the_proxy_listens_beyond_loopback() {
             "--ollama",
             "--ollama-image",
             &ollama_image,
+            // The bundled Ollama's API served (token-protected) by the proxy on a
+            // name of its own: Ollama is then published, on loopback, for the proxy.
+            "--ollama-domain",
+            "ollama.exposure.test",
+            "--ollama-port",
+            &ollama_port,
         ],
         sv::START,
     );
@@ -212,8 +220,8 @@ async fn after_up_with_everything_only_the_proxy_listens_beyond_loopback() {
                     let ip = b.host_ip.unwrap_or_default();
                     let hport: u16 = b.host_port.unwrap_or_default().parse().unwrap_or(0);
                     assert!(
-                        role != "ollama",
-                        "Ollama is never published: {what} {cport} -> {ip}:{hport}"
+                        role != "ollama" || hport.to_string() == ollama_port,
+                        "Ollama is published only on --ollama-port: {what} {cport} -> {ip}:{hport}"
                     );
                     assert!(
                         ip == "127.0.0.1" || ip == "::1",
@@ -253,13 +261,14 @@ async fn after_up_with_everything_only_the_proxy_listens_beyond_loopback() {
                 "the container port {port} must not accept on {ip}"
             );
         }
-        // Ollama's port, should anything have published or forwarded it.
+        // Ollama's own port, should anything have published or forwarded it.
         assert!(!accepts(SocketAddr::new(ip, 11434)) || ollama_on_host());
     } else {
         eprintln!("no non-loopback address on this host: the connection checks are skipped");
     }
 
-    // 4. The control socket and every secret (secret key, private keys) are 0600.
+    // 4. The control socket and every secret (secret key, private keys, passwords,
+    //    the Ollama API token) are 0600.
     let mut all_files = Vec::new();
     files(state.path(), state.path(), &mut all_files);
     let sock = all_files
@@ -278,6 +287,10 @@ async fn after_up_with_everything_only_the_proxy_listens_beyond_loopback() {
     assert!(
         secrets.iter().any(|(n, _, _)| n.contains("secret_key")),
         "the secret key is in the state dir: {all_files:?}"
+    );
+    assert!(
+        secrets.iter().any(|(n, _, _)| n.contains("ollama_token")),
+        "the served Ollama API's token is in the state dir: {all_files:?}"
     );
     assert!(
         secrets.iter().any(|(n, _, _)| n.starts_with("ca/")),
