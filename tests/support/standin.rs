@@ -1341,7 +1341,10 @@ mod accounts {
         }
         // For tests of a refused signup (`webui up --env STANDIN_REFUSE_SIGNUP=1`).
         if std::env::var_os("STANDIN_REFUSE_SIGNUP").is_some_and(|v| v == "1") {
-            return detail(StatusCode::FORBIDDEN, "Signup refused (STANDIN_REFUSE_SIGNUP)");
+            return detail(
+                StatusCode::FORBIDDEN,
+                "Signup refused (STANDIN_REFUSE_SIGNUP)",
+            );
         }
         let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut v = load(shared);
