@@ -16,7 +16,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::standin;
 use support::webui::{self, Finished, Webui};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A proxy command that would start (so a failure is the input's fault).
 const PROXY: [&str; 6] = [
@@ -549,22 +548,8 @@ fn local_ca_key_readable_by_others_or_corrupt_is_refused() {
 
 // ---------------------------------------------------------------- odd clients
 
-type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
-async fn tls(p: &Webui, ca: &Path) -> Tls {
-    let cfg = webui::client_tls(&[ca], &[b"http/1.1"]);
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    connector.connect(name, tcp).await.unwrap()
-}
-
 async fn exchange(p: &Webui, ca: &Path, bytes: &[u8]) -> String {
-    let mut s = tls(p, ca).await;
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    webui::tls_exchange(p.https[0], ca, bytes).await
 }
 
 #[tokio::test]

@@ -63,6 +63,14 @@ pub fn https_location(host: &str, https_port: u16, uri: &http::Uri) -> Option<St
         format!(":{https_port}")
     };
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    // hyper passes raw UTF-8 in a request target; a Location is ASCII (fuzz finding).
+    let pq: String = pq
+        .bytes()
+        .map(|b| match b {
+            b'!'..=b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
     Some(format!("https://{name}{port}{pq}"))
 }
 
@@ -90,5 +98,10 @@ mod tests {
         // Fuzz findings: a colon outside brackets, a name in brackets.
         assert!(https_location("a:b:c", 8443, &uri).is_none());
         assert!(https_location("[evil.example]", 443, &uri).is_none());
+        let raw = http::Uri::try_from(&b"/\xd2\x88ell"[..]).unwrap();
+        assert_eq!(
+            https_location("x.example", 443, &raw).unwrap(),
+            "https://x.example/%D2%88ell"
+        );
     }
 }

@@ -278,3 +278,26 @@ pub fn https_client(ca: &Path, http2: bool) -> reqwest::Client {
     }
     b.build().expect("https client")
 }
+
+/// A client TLS stream over TCP.
+pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to `addr` as a browser typing `https://localhost` would open it,
+/// trusting `ca`, offering the one ALPN protocol given.
+pub async fn tls_connect(addr: SocketAddr, ca: &Path, alpn: &[u8]) -> Tls {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(&[ca], &[alpn])));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// Sends raw bytes on a fresh HTTP/1.1 TLS connection and returns what comes back
+/// until the server closes or 5 s pass: for requests no client library would send.
+pub async fn tls_exchange(addr: SocketAddr, ca: &Path, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tls_connect(addr, ca, b"http/1.1").await;
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
