@@ -270,15 +270,26 @@ impl LocalCa {
         let cert_path = dir.join(CA_CERT);
         let key_path = dir.join(CA_KEY);
         if cert_path.exists() && key_path.exists() {
+            // A damaged CA is the operator's to repair (exit 1), never replaced
+            // silently: devices that trust it would stop trusting the site.
+            let damaged = |what: &Path, why: String| {
+                anyhow::Error::from(
+                    UserError::new(format!("{} is not a valid {why}", what.display())).hint(
+                        format!(
+                            "restore it from a backup, or move {} away to create a new local CA (devices must then trust the new ca.pem)",
+                            dir.display()
+                        ),
+                    ),
+                )
+            };
             let key_pem = String::from_utf8(state::read_private(&key_path)?)
-                .context("local CA key is not text")?;
+                .map_err(|_| damaged(&key_path, "key (not text)".into()))?;
             let cert_pem = std::fs::read_to_string(&cert_path)
                 .with_context(|| format!("cannot read {}", cert_path.display()))?;
-            let key = KeyPair::from_pem(&key_pem)
-                .with_context(|| format!("{} is not a valid key", key_path.display()))?;
-            let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).with_context(|| {
-                format!("{} is not a valid CA certificate", cert_path.display())
-            })?;
+            let key =
+                KeyPair::from_pem(&key_pem).map_err(|e| damaged(&key_path, format!("key: {e}")))?;
+            let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
+                .map_err(|e| damaged(&cert_path, format!("CA certificate: {e}")))?;
             return Ok(Self { issuer, cert_pem });
         }
         state::create_private_dir(&dir)?;

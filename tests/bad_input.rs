@@ -532,9 +532,11 @@ fn local_ca_key_readable_by_others_or_corrupt_is_refused() {
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     std::fs::write(&key, b"-----BEGIN PRIVATE KEY-----\ngarbage\n").unwrap();
     let out = run(state.path(), &PROXY);
-    assert_ne!(out.status.code(), Some(0), "a corrupt CA key is refused");
+    assert_eq!(out.status.code(), Some(1), "a corrupt CA key is refused");
     assert!(
-        out.stderr.contains(k) && out.stderr.contains("not a valid key"),
+        out.stderr.contains(k)
+            && out.stderr.contains("not a valid key")
+            && out.stderr.contains("hint: restore it from a backup"),
         "{}",
         out.stderr
     );
