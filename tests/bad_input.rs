@@ -167,6 +167,30 @@ fn malformed_config_files_exit_1_naming_the_file_the_line_and_the_fix() {
         refused(state.path(), &args, &all, true);
     }
 
+    // A bad value for `webui up`, refused before Docker is asked anything.
+    let path = config_file(
+        dir.path(),
+        "up-image.toml",
+        b"# up\nimage = \"Open WebUI:latest\"\n",
+    );
+    let p = path.to_str().unwrap();
+    refused(
+        state.path(),
+        &[
+            "--config",
+            p,
+            "--project",
+            "t-bad-image",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ],
+        &[p, "`image` on line 2", "Open WebUI:latest"],
+        true,
+    );
+
     // A config file that cannot be read: named explicitly but missing, a directory,
     // and (as an unprivileged user) one without read permission.
     let missing = dir.path().join("absent.toml");

@@ -197,6 +197,10 @@ fn enum_value<T: ValueEnum>(key: &str, s: &str) -> anyhow::Result<T> {
 
 /// Resolves `webui up`'s Docker settings. `cli` already holds env values.
 pub fn up(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
+    up_settings(cli, file).map_err(|e| file.blame(e))
+}
+
+fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
     let image = pick(&cli.image, &file.image).unwrap_or_else(|| DEFAULT_IMAGE.to_string());
     check_image("--image", &image)?;
     let image = match pick(&cli.version, &file.version) {
