@@ -54,11 +54,36 @@ pub const VERSION_LONG: &str = concat!(
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: cli::Cli) -> anyhow::Result<u8> {
     init_tracing(&cli.global);
+    raise_open_file_limit();
     let printer = output::Printer::with_color(cli.global.quiet, cli.global.color);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(commands::run(cli, printer))
+}
+
+/// Every proxied connection costs one descriptor and a websocket two (client and
+/// upstream), so the common soft limit of 1,024 caps a busy site, or a slowloris, at a
+/// few hundred clients. Raise the soft limit to the hard one, as Go's runtime does for
+/// Caddy; systemd's unit default hard limit is 524,288. Failure only costs headroom.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), hard) = (limit.current, limit.maximum) else {
+        return; // already unlimited
+    };
+    let wanted = hard.unwrap_or(u64::MAX).min(1 << 20);
+    if wanted <= current {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: Some(wanted),
+        maximum: hard,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(from = current, to = wanted, "raised the open-file limit"),
+        Err(e) => tracing::debug!(%e, current, "could not raise the open-file limit"),
+    }
 }
 
 fn init_tracing(global: &cli::GlobalArgs) {

@@ -425,3 +425,79 @@ async fn testssl_finds_only_modern_tls_forward_secrecy_and_hsts() {
         .collect();
     assert!(bad.is_empty(), "testssl findings: {bad:#?}");
 }
+
+/// A host whose soft open-file limit is low (1,024 is common; here 256) still takes
+/// more clients than that: `webui` raises its soft limit to the hard one at start,
+/// where a proxy that does not would fail its accepts with EMFILE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_open_file_limit_does_not_cap_clients() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    use std::os::unix::process::CommandExt;
+    const SOFT: u64 = 256;
+    const CLIENTS: usize = 600;
+    let hard = getrlimit(Resource::Nofile).maximum;
+    if hard.is_some_and(|h| h < 2 * CLIENTS as u64) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the hard open-file limit ({hard:?}) is too low for this test"
+        );
+        eprintln!(
+            "skipping: the hard open-file limit ({hard:?}) is below {}",
+            2 * CLIENTS
+        );
+        return;
+    }
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let mut cmd = webui::command(state.path());
+    cmd.args([
+        "proxy",
+        "--upstream",
+        &up.url(""),
+        "--listen",
+        "127.0.0.1:0",
+        "--no-http",
+    ]);
+    // SAFETY: only an async-signal-safe system call between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = Rlimit {
+                current: Some(SOFT),
+                maximum: hard,
+            };
+            setrlimit(Resource::Nofile, limit).map_err(std::io::Error::from)
+        });
+    }
+    let p = Webui::start_cmd(cmd, Duration::from_secs(20));
+    let ca = webui::local_ca(state.path());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default()
+        .to_string();
+    // Each client is answered at once (a proxy out of descriptors leaves it waiting
+    // until an idle connection times out and frees one).
+    let mut held = Vec::new();
+    for i in 0..CLIENTS {
+        let answered = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut c = tls_conn(&p, &ca).await;
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await?;
+            let mut buf = [0u8; 12];
+            c.read_exact(&mut buf).await?;
+            std::io::Result::Ok((c, buf))
+        })
+        .await;
+        match answered {
+            Ok(Ok((c, buf))) => {
+                assert_eq!(&buf, b"HTTP/1.1 200", "client {i}");
+                held.push(c);
+            }
+            Ok(Err(e)) => panic!("client {i}: {e} ({open_files})"),
+            Err(_) => panic!("client {i} not answered within 5 s ({open_files})"),
+        }
+    }
+    still_serves(&p, &ca).await;
+    drop(held);
+}
