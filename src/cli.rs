@@ -381,7 +381,7 @@ pub struct ProxyArgs {
     pub connect_timeout: Option<String>,
 
     /// Time allowed for the upstream to start answering once the request was sent;
-    /// then 504 [default: 10m]
+    /// then 504 [default: 1h]
     #[arg(long, env = "WEBUI_RESPONSE_TIMEOUT", value_name = "DURATION")]
     pub response_timeout: Option<String>,
 

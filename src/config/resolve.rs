@@ -78,7 +78,7 @@ pub struct ProxySettings {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longer than Open WebUI's own wait for a model provider (AIOHTTP_CLIENT_TIMEOUT,
 /// 5 min by default), so its answer, even an error, arrives first.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_WS_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
