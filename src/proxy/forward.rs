@@ -424,15 +424,21 @@ impl HttpBody for Limited {
 /// only delays the starting page by this much.
 const START_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The route to use: the current one, except that a `Starting` hold is waited on for
-/// up to [`START_GRACE`] in case it turns into a `Forward`.
+/// The route to use: the current one, except that a launcher's start-up hold
+/// (`Pulling`, which a relaunch passes through while it checks the image, then
+/// `Starting`) is waited on for up to [`START_GRACE`] in case it turns into a
+/// `Forward`.
 async fn settled(routes: &crate::route::RouteRx) -> Route {
     let mut rx = routes.clone();
     let deadline = tokio::time::Instant::now() + START_GRACE;
     loop {
         let route = rx.borrow_and_update().clone();
         match &route {
-            Route::Hold(h) if h.phase == crate::route::Phase::Starting => {}
+            Route::Hold(h)
+                if matches!(
+                    h.phase,
+                    crate::route::Phase::Pulling | crate::route::Phase::Starting
+                ) => {}
             _ => return route,
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -522,6 +528,17 @@ mod tests {
         let later = up.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send_replace(Route::Forward(later));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        assert_eq!(settled(&rx).await, Route::Forward(up.clone()));
+        // A relaunch passes through Pulling (checking the image) before Starting.
+        let (tx, rx) = crate::route::table(hold(Phase::Pulling));
+        let later = up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            tx.send_replace(hold(Phase::Starting));
+            tokio::time::sleep(Duration::from_millis(100)).await;
             tx.send_replace(Route::Forward(later));
             tokio::time::sleep(Duration::from_secs(5)).await;
         });

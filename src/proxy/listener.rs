@@ -50,6 +50,11 @@ impl Bound {
         };
         let https = bind_all(&settings.listen, "--listen")?;
         let http = bind_all(&settings.http_listen, "--http-listen")?;
+        for addr in super::inherited::unused() {
+            tracing::warn!(
+                "the service manager passed a socket for {addr}, which no --listen or --http-listen names; not using it"
+            );
+        }
         Ok(Self { https, http })
     }
 
@@ -69,6 +74,11 @@ impl Bound {
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if let Some(passed) = super::inherited::take(addr) {
+        tracing::debug!(%addr, "using the socket passed by the service manager");
+        passed.set_nonblocking(true)?;
+        return TcpListener::from_std(passed);
+    }
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         // Without this, [::]:443 also claims 0.0.0.0:443 and the second bind fails.

@@ -15,6 +15,7 @@
 pub mod auth;
 mod forward;
 pub mod headers;
+mod inherited;
 mod listener;
 mod plain;
 pub mod respond;
