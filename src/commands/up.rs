@@ -553,20 +553,9 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     }
 
     let (routes, live) = (c.routes, c.live);
-    supervisor::hold(routes, live, Phase::Pulling, "Downloading Open WebUI.");
-    let mut progress = |p: u8| {
-        supervisor::hold(
-            routes,
-            live,
-            Phase::Pulling,
-            format!("Downloading Open WebUI: {p}%."),
-        )
-    };
-    let image = pull::ensure(&docker, &up.image, up.pull, printer, &mut progress).await?;
+    let image = pull_showing(c, &docker, &up.image, "Open WebUI").await?;
     let ollama_image = match &up.ollama {
-        OllamaMode::Bundled { image } => {
-            Some(pull::ensure(&docker, image, up.pull, printer, &mut progress).await?)
-        }
+        OllamaMode::Bundled { image } => Some(pull_showing(c, &docker, image, "Ollama").await?),
         _ => None,
     };
 
@@ -877,6 +866,26 @@ async fn engine(
 /// Step 5 for `--ollama-only`: the Ollama container alone (published on
 /// 127.0.0.1:--ollama-port for the proxy), or with `--ollama-url` no container at all:
 /// the native Ollama is checked (answers? listens beyond loopback?) and forwarded to.
+/// Pulls `image` as `--pull` says while the site shows "Downloading {what}: N%".
+async fn pull_showing(
+    c: &Ctx<'_>,
+    docker: &bollard::Docker,
+    image: &str,
+    what: &str,
+) -> anyhow::Result<pull::Image> {
+    let (routes, live) = (c.routes, c.live);
+    supervisor::hold(routes, live, Phase::Pulling, format!("Downloading {what}."));
+    let mut progress = |p: u8| {
+        supervisor::hold(
+            routes,
+            live,
+            Phase::Pulling,
+            format!("Downloading {what}: {p}%."),
+        )
+    };
+    pull::ensure(docker, image, c.up.pull, c.printer, &mut progress).await
+}
+
 async fn bring_up_ollama(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     let up = c.up;
     let printer = c.printer;
@@ -898,16 +907,7 @@ async fn bring_up_ollama(c: &Ctx<'_>) -> anyhow::Result<Ready> {
         plan.containers.get(&Role::Ollama),
     )?;
     let (routes, live) = (c.routes, c.live);
-    supervisor::hold(routes, live, Phase::Pulling, "Downloading Ollama.");
-    let mut progress = |p: u8| {
-        supervisor::hold(
-            routes,
-            live,
-            Phase::Pulling,
-            format!("Downloading Ollama: {p}%."),
-        )
-    };
-    let img = pull::ensure(&docker, name, up.pull, printer, &mut progress).await?;
+    let img = pull_showing(c, &docker, name, "Ollama").await?;
     let o = spec::ollama(
         c.project,
         up.network,

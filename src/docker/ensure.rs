@@ -499,6 +499,12 @@ async fn set_aside(docker: &Docker, old: &Existing) -> anyhow::Result<String> {
 }
 
 async fn create_and_start(docker: &Docker, spec: &ContainerSpec) -> anyhow::Result<()> {
+    create(docker, spec).await?;
+    start(docker, &spec.name).await
+}
+
+/// Creates the container `spec` describes (not started); engine warnings are logged.
+pub async fn create(docker: &Docker, spec: &ContainerSpec) -> anyhow::Result<()> {
     let opts = bollard::query_parameters::CreateContainerOptions {
         name: Some(spec.name.clone()),
         ..Default::default()
@@ -512,12 +518,17 @@ async fn create_and_start(docker: &Docker, spec: &ContainerSpec) -> anyhow::Resu
     for w in resp.warnings {
         tracing::warn!("docker: {w}");
     }
-    start(docker, &spec.name).await
+    Ok(())
 }
 
-async fn start(docker: &Docker, name: &str) -> anyhow::Result<()> {
+/// Starts a container; one already running is fine (the engine's 304). A failure the
+/// user can fix (port taken, GPU driver missing) becomes a [`UserError`].
+pub async fn start(docker: &Docker, name: &str) -> anyhow::Result<()> {
     match docker.start_container(name, None).await {
-        Ok(()) => Ok(()),
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
         Err(e) => Err(start_error(name, &engine_message(&e)).unwrap_or_else(|| {
             anyhow::Error::new(e).context(format!("cannot start container {name}"))
         })),

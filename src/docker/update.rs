@@ -11,16 +11,14 @@ use std::collections::BTreeMap;
 
 use bollard::Docker;
 use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, RenameContainerOptions,
-};
+use bollard::query_parameters::{RemoveContainerOptions, RenameContainerOptions};
 
 use super::Role;
+use super::is_not_found;
 use super::spec::{
     ContainerSpec, LABEL_DIGEST, LABEL_HASH, LABEL_MANAGED, LABEL_PROJECT, LABEL_ROLE, LABEL_SPEC,
     Net, Publish,
 };
-use super::{engine_message, is_not_found};
 use crate::error::UserError;
 
 /// The suffix of the old container while an update runs.
@@ -159,7 +157,7 @@ pub fn with_image(
     spec
 }
 
-pub use super::ensure::stop;
+pub use super::ensure::{create, start, stop};
 
 pub async fn rename(docker: &Docker, from: &str, to: &str) -> anyhow::Result<()> {
     docker
@@ -171,37 +169,6 @@ pub async fn rename(docker: &Docker, from: &str, to: &str) -> anyhow::Result<()>
         )
         .await
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot rename {from} to {to}")))
-}
-
-pub async fn start(docker: &Docker, name: &str) -> anyhow::Result<()> {
-    match docker.start_container(name, None).await {
-        Ok(()) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 304, ..
-        }) => Ok(()),
-        Err(e) => Err(
-            super::ensure::start_error(name, &engine_message(&e)).unwrap_or_else(|| {
-                anyhow::Error::new(e).context(format!("cannot start container {name}"))
-            }),
-        ),
-    }
-}
-
-pub async fn create(docker: &Docker, spec: &ContainerSpec) -> anyhow::Result<()> {
-    let opts = CreateContainerOptions {
-        name: Some(spec.name.clone()),
-        ..Default::default()
-    };
-    let resp = docker
-        .create_container(Some(opts), spec.create_body())
-        .await
-        .map_err(|e| {
-            anyhow::Error::new(e).context(format!("cannot create container {}", spec.name))
-        })?;
-    for w in resp.warnings {
-        tracing::warn!("docker: {w}");
-    }
-    Ok(())
 }
 
 /// Removes a (stopped) container; volumes stay.
