@@ -7,155 +7,35 @@
 //! dockerd or the test images the tests skip with a reason, except in CI.
 
 mod support;
+#[path = "supervision_support/mod.rs"]
+mod sv;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::webui::{self, Finished, Webui};
+use sv::{Cleanup, docker, free_port, inspect};
 
-const START: Duration = Duration::from_secs(30);
-const READY: Duration = Duration::from_secs(120);
 const RUN: Duration = Duration::from_secs(240);
 
-fn docker_cli() -> String {
-    std::env::var("WEBUI_TEST_DOCKER_CLI").unwrap_or_else(|_| {
-        if Path::new("/usr/bin/docker").exists() {
-            "/usr/bin/docker".into()
-        } else {
-            "docker".into()
-        }
-    })
-}
-
-/// The stand-in Open WebUI repository (without a tag), or `None` (skip).
+/// The stand-in Open WebUI repository, or None (skipped; a failure in CI).
 fn image_repo() -> Option<String> {
-    let skip = |reason: &str| {
-        if std::env::var_os("CI").is_some() {
-            panic!("dockerd required in CI: {reason}");
-        }
-        eprintln!("skipping: {reason}");
-        None
-    };
-    let ok = Command::new(docker_cli())
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        return skip(
-            "`docker info` fails: dockerd is not running (bash tests/infra/setup.sh starts it)",
-        );
-    }
-    match std::env::var("WEBUI_TEST_OPENWEBUI_IMAGE") {
-        Ok(o) if !o.is_empty() => Some(o),
-        _ => skip("WEBUI_TEST_OPENWEBUI_IMAGE is not set (source /var/lib/webui-ci/env)"),
-    }
+    sv::docker_available().map(|i| i.openwebui)
 }
 
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new(docker_cli())
-        .args(args)
-        .output()
-        .expect("run docker");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    )
+/// The project guard, named `t-upd-<what>-<pid>`.
+fn project(what: &str) -> Cleanup {
+    Cleanup::new(&format!("upd-{what}"))
 }
 
-fn inspect(name: &str, format: &str) -> String {
-    let (ok, out) = docker(&["container", "inspect", "-f", format, name]);
-    assert!(ok, "docker container inspect {name} failed");
-    out
-}
-
-/// The project and the guard removing everything of it.
-struct Project {
-    name: String,
-}
-
-impl Project {
-    fn new(what: &str) -> Self {
-        let p = Self {
-            name: format!("t-upd-{what}-{}", std::process::id()),
-        };
-        p.remove_all();
-        p
-    }
-
-    fn n(&self, base: &str) -> String {
-        format!("{}-{base}", self.name)
-    }
-
-    fn remove_all(&self) {
-        let prefix = format!("{}-", self.name);
-        let names = |args: &[&str]| -> Vec<String> {
-            docker(args)
-                .1
-                .lines()
-                .filter(|l| l.starts_with(&prefix))
-                .map(str::to_string)
-                .collect()
-        };
-        for c in names(&["ps", "-a", "--format", "{{.Names}}"]) {
-            docker(&["rm", "-f", &c]);
-        }
-        for n in names(&["network", "ls", "--format", "{{.Name}}"]) {
-            docker(&["network", "rm", &n]);
-        }
-        for v in names(&["volume", "ls", "--format", "{{.Name}}"]) {
-            docker(&["volume", "rm", "-f", &v]);
-        }
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        self.remove_all();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn up(state: &Path, p: &Project, image: &str, port: u16) -> Webui {
-    let port = port.to_string();
-    let args = [
-        "--project",
-        p.name.as_str(),
-        "up",
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--image",
-        image,
-        "--port",
-        &port,
-    ];
-    let w = Webui::start(state, &args, START);
-    let start = Instant::now();
-    while start.elapsed() < READY {
-        let out = w.output_text();
-        if out.contains("Open WebUI is ready at") {
-            return w;
-        }
-        if out.contains("error:") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("webui up did not become ready:\n{}", w.output_text());
+/// `webui up` on the stand-in `image`, waited for until it serves.
+fn up(state: &Path, p: &Cleanup, image: &str, port: u16) -> Webui {
+    let w = sv::up(state, p, image, port, "127.0.0.1:0", &[]);
+    sv::wait_ready(&w);
+    w
 }
 
 fn stop(mut w: Webui) -> String {
@@ -165,7 +45,7 @@ fn stop(mut w: Webui) -> String {
     w.output_text()
 }
 
-fn run(state: &Path, p: &Project, args: &[&str]) -> Finished {
+fn run(state: &Path, p: &Cleanup, args: &[&str]) -> Finished {
     let mut all = vec!["--project", p.name.as_str()];
     all.extend_from_slice(args);
     webui::run(state, &all, RUN)
@@ -272,7 +152,7 @@ fn tamper(from: &Path, to: &Path, file: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_then_restore_is_byte_identical_and_damaged_archives_change_nothing() {
     let Some(repo) = image_repo() else { return };
-    let p = Project::new("br");
+    let p = project("br");
     let state = webui::state_dir();
     let port = free_port();
     let w = up(state.path(), &p, &format!("{repo}:v1"), port);
@@ -394,7 +274,7 @@ fn poll_pages(
 #[tokio::test(flavor = "multi_thread")]
 async fn update_v1_to_v2_keeps_data_and_secret_and_up_keeps_the_new_version() {
     let Some(repo) = image_repo() else { return };
-    let p = Project::new("v2");
+    let p = project("v2");
     let state = webui::state_dir();
     let port = free_port();
     let w = up(state.path(), &p, &format!("{repo}:v1"), port);
@@ -488,7 +368,7 @@ async fn update_v1_to_v2_keeps_data_and_secret_and_up_keeps_the_new_version() {
 #[tokio::test(flavor = "multi_thread")]
 async fn update_to_a_broken_image_rolls_back_with_identical_data() {
     let Some(repo) = image_repo() else { return };
-    let p = Project::new("rb");
+    let p = project("rb");
     let state = webui::state_dir();
     let port = free_port();
     let w = up(state.path(), &p, &format!("{repo}:v1"), port);

@@ -1,6 +1,6 @@
-//! What the supervision tests share (included with `#[path]`, so it is not a test
-//! binary of its own): the Docker checks, the per-test project guard, and `webui up`
-//! runners. Mirrors the helpers of `tests/docker.rs`.
+//! What every Docker-backed test shares (included with `#[path]`, so it is not a
+//! test binary of its own): the Docker checks and test images, the per-test project
+//! guard, and `webui up` runners.
 
 #![allow(dead_code)]
 
@@ -18,6 +18,8 @@ pub const RUN: Duration = Duration::from_secs(120);
 pub struct Images {
     /// Stand-in Open WebUI repository without a tag (:v1 :crashloop ...).
     pub openwebui: String,
+    /// Stand-in Ollama image, with its tag.
+    pub ollama: String,
 }
 
 impl Images {
@@ -56,9 +58,17 @@ pub fn docker_available() -> Option<Images> {
             "`docker info` fails: dockerd is not running (bash tests/infra/setup.sh starts it)",
         );
     }
-    match std::env::var("WEBUI_TEST_OPENWEBUI_IMAGE") {
-        Ok(o) if !o.is_empty() => Some(Images { openwebui: o }),
-        _ => skip("WEBUI_TEST_OPENWEBUI_IMAGE is not set (source /var/lib/webui-ci/env)"),
+    match (
+        std::env::var("WEBUI_TEST_OPENWEBUI_IMAGE"),
+        std::env::var("WEBUI_TEST_OLLAMA_IMAGE"),
+    ) {
+        (Ok(o), Ok(l)) if !o.is_empty() && !l.is_empty() => Some(Images {
+            openwebui: o,
+            ollama: l,
+        }),
+        _ => skip(
+            "WEBUI_TEST_OPENWEBUI_IMAGE / WEBUI_TEST_OLLAMA_IMAGE are not set (source /var/lib/webui-ci/env)",
+        ),
     }
 }
 
@@ -96,6 +106,25 @@ impl Cleanup {
 
     pub fn n(&self, base: &str) -> String {
         format!("{}-{base}", self.name)
+    }
+
+    /// What of this project is still there: "ps NAME", "network NAME", "volume NAME".
+    pub fn leftovers(&self) -> Vec<String> {
+        let prefix = format!("{}-", self.name);
+        let mut out = Vec::new();
+        for args in [
+            vec!["ps", "-a", "--format", "{{.Names}}"],
+            vec!["network", "ls", "--format", "{{.Name}}"],
+            vec!["volume", "ls", "--format", "{{.Name}}"],
+        ] {
+            let (_, list) = docker(&args);
+            out.extend(
+                list.lines()
+                    .filter(|l| l.starts_with(&prefix))
+                    .map(|l| format!("{} {l}", args[0])),
+            );
+        }
+        out
     }
 
     pub fn remove_all(&self) {
