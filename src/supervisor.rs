@@ -365,6 +365,29 @@ pub fn set_route(routes: &RouteTx, live: &SharedLive, route: Route) {
     routes.send_replace(route);
 }
 
+/// Rewrites the text of the hold in `phase` if that is still the route, atomically: a
+/// progress line (e.g. `up`'s "waiting (1m 30s)") must never undo a change another
+/// writer made meanwhile. Before, `up` re-set the starting hold it had just read, and
+/// when the monitor's `Forward` came in between, the site stayed on the starting page
+/// for good while Open WebUI answered 200.
+pub fn retext(routes: &RouteTx, live: &SharedLive, phase: Phase, detail: impl Into<String>) {
+    let detail = detail.into();
+    let changed = routes.send_if_modified(|r| match r {
+        Route::Hold(h) if h.phase == phase && h.detail != detail => {
+            h.detail = detail.clone();
+            true
+        }
+        _ => false,
+    });
+    if changed {
+        edit(live, |l| {
+            if l.phase.as_deref() == Some(phase.as_str()) {
+                l.detail = Some(detail);
+            }
+        });
+    }
+}
+
 pub fn hold(routes: &RouteTx, live: &SharedLive, phase: Phase, detail: impl Into<String>) {
     set_route(
         routes,
@@ -895,6 +918,29 @@ fn edit_ret<T>(live: &SharedLive, f: impl FnOnce(&mut Live) -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retext_changes_only_the_hold_it_names_and_never_undoes_a_forward() {
+        let live: SharedLive = Arc::new(Mutex::new(Live::default()));
+        let (tx, rx) = crate::route::table(Route::Hold(Hold {
+            phase: Phase::Starting,
+            detail: "waiting".into(),
+        }));
+        hold(&tx, &live, Phase::Starting, "waiting");
+        retext(&tx, &live, Phase::Starting, "waiting (30s)");
+        assert!(matches!(&*rx.borrow(), Route::Hold(h) if h.detail == "waiting (30s)"));
+        assert_eq!(snapshot(&live).detail.as_deref(), Some("waiting (30s)"));
+        // The monitor forwards; a late progress line must not bring the page back.
+        let up = http::Uri::from_static("http://127.0.0.1:8080/");
+        set_route(&tx, &live, Route::Forward(up.clone()));
+        retext(&tx, &live, Phase::Starting, "waiting (1m 00s)");
+        assert_eq!(*rx.borrow(), Route::Forward(up));
+        assert_eq!(snapshot(&live).state, "healthy");
+        // A hold in another phase is left alone too.
+        hold(&tx, &live, Phase::Restarting, "restarting");
+        retext(&tx, &live, Phase::Starting, "waiting");
+        assert!(matches!(&*rx.borrow(), Route::Hold(h) if h.phase == Phase::Restarting));
+    }
 
     #[test]
     fn crash_loop_flag() {

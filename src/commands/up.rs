@@ -421,7 +421,7 @@ async fn first_health(
             Route::Hold(h) if h.phase == Phase::Starting => {
                 // The public text with the time it has been starting.
                 if n.is_multiple_of(2) {
-                    supervisor::hold(
+                    supervisor::retext(
                         routes,
                         live,
                         Phase::Starting,
