@@ -155,12 +155,23 @@ impl Drop for Cleanup {
     }
 }
 
+/// A loopback port free right now and not handed out before in this test process:
+/// the kernel may offer a just-released port again, and two "free" ports of one test
+/// (the container's and the proxy's) being the same made `up` refuse to start.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn up_args<'a>(p: &'a Cleanup, image: &'a str, port: &'a str, listen: &'a str) -> Vec<&'a str> {
