@@ -183,7 +183,11 @@ pub async fn gate(
                     phase: Phase::Starting,
                     detail: SETTING_UP.into(),
                 }));
-                let base = upstream.to_string().trim_end_matches('/').to_string();
+                let base = upstream
+                    .first()
+                    .to_string()
+                    .trim_end_matches('/')
+                    .to_string();
                 let outcome = tokio::select! {
                     r = ensure(&base, job) => r?,
                     _ = cancel.cancelled() => return Ok(()),

@@ -2,14 +2,17 @@
 //! the upstream (the `proxy` command once, the supervisor as containers come and go),
 //! read by the proxy on every request through a `watch` channel.
 
+use std::sync::Arc;
+
 use http::Uri;
 use tokio::sync::watch;
 
 /// What the proxy does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Forward to this upstream (`http://host:port/`).
-    Forward(Uri),
+    /// Forward to one of these upstreams (`http://host:port/` each; one for a single
+    /// Open WebUI, several for replicas, which the proxy balances across).
+    Forward(Upstreams),
     /// No upstream to forward to: answer with the "starting" page (HTML for browsers,
     /// JSON 503 with Retry-After for API clients).
     Hold(Hold),
@@ -52,6 +55,52 @@ impl Phase {
             Phase::Updating => "updating",
             Phase::Stopped => "stopped",
         }
+    }
+}
+
+impl Route {
+    /// Forward to a single upstream.
+    pub fn forward(upstream: Uri) -> Route {
+        Route::Forward(Upstreams::one(upstream))
+    }
+}
+
+/// The upstreams a `Forward` route may send a request to: never empty, in a stable
+/// order (replica 1 first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstreams(Arc<[Uri]>);
+
+impl Upstreams {
+    pub fn one(upstream: Uri) -> Upstreams {
+        Upstreams(Arc::from(vec![upstream]))
+    }
+
+    /// `None` when `upstreams` is empty.
+    pub fn many(upstreams: Vec<Uri>) -> Option<Upstreams> {
+        (!upstreams.is_empty()).then(|| Upstreams(Arc::from(upstreams)))
+    }
+
+    /// The first upstream (replica 1): where one-off calls such as the admin setup go.
+    pub fn first(&self) -> &Uri {
+        &self.0[0]
+    }
+
+    pub fn as_slice(&self) -> &[Uri] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl From<Uri> for Upstreams {
+    fn from(upstream: Uri) -> Upstreams {
+        Upstreams::one(upstream)
     }
 }
 

@@ -881,7 +881,7 @@ impl Monitor {
                 set_route(
                     &self.routes,
                     &self.live,
-                    Route::Forward(self.upstream.clone()),
+                    Route::forward(self.upstream.clone()),
                 );
                 for s in svcs.iter_mut() {
                     s.restarts_in_a_row = 0;
@@ -932,9 +932,9 @@ mod tests {
         assert_eq!(snapshot(&live).detail.as_deref(), Some("waiting (30s)"));
         // The monitor forwards; a late progress line must not bring the page back.
         let up = http::Uri::from_static("http://127.0.0.1:8080/");
-        set_route(&tx, &live, Route::Forward(up.clone()));
+        set_route(&tx, &live, Route::forward(up.clone()));
         retext(&tx, &live, Phase::Starting, "waiting (1m 00s)");
-        assert_eq!(*rx.borrow(), Route::Forward(up));
+        assert_eq!(*rx.borrow(), Route::forward(up));
         assert_eq!(snapshot(&live).state, "healthy");
         // A hold in another phase is left alone too.
         hold(&tx, &live, Phase::Restarting, "restarting");
@@ -985,7 +985,7 @@ mod tests {
             })
         };
         assert_eq!(
-            upstream_state(&Route::Forward(http::Uri::from_static("http://x/"))),
+            upstream_state(&Route::forward(http::Uri::from_static("http://x/"))),
             "healthy"
         );
         assert_eq!(upstream_state(&hold(Phase::Pulling)), "starting");

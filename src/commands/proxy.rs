@@ -35,7 +35,7 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         printer.line(format!("listening on http://{addr} (redirects to https)"));
     }
 
-    let (_tx, routes) = route::table(Route::Forward(upstream.clone()));
+    let (_tx, routes) = route::table(Route::forward(upstream.clone()));
     let sup = Supervisor::new();
     crate::signal::cancel_on_signal(sup.token())?;
     let drain = settings.drain_timeout + std::time::Duration::from_secs(5);

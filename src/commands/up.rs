@@ -649,7 +649,7 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
         .iter()
         .any(|(name, o)| *name == ow.name && *o == ensure::Outcome::Kept { started: false });
     if kept_running && health::probe(&upstream).await == Health::Healthy {
-        supervisor::set_route(routes, live, Route::Forward(up.upstream()));
+        supervisor::set_route(routes, live, Route::forward(up.upstream()));
     }
     Ok(Ready {
         public_url,
@@ -893,7 +893,7 @@ async fn bring_up_ollama(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     let (OllamaMode::Bundled { image: name }, Some(served)) = (&up.ollama, &up.serve_ollama) else {
         let upstream = up.upstream().to_string().trim_end_matches('/').to_string();
         serve::check_native(&upstream, printer).await;
-        supervisor::set_route(c.routes, c.live, Route::Forward(up.upstream()));
+        supervisor::set_route(c.routes, c.live, Route::forward(up.upstream()));
         return Ok(Ready {
             public_url,
             container: upstream.clone(),
@@ -927,7 +927,7 @@ async fn bring_up_ollama(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     c.state.record_adopted(&plan.adopted)?;
     let upstream = up.upstream().to_string().trim_end_matches('/').to_string();
     if health::probe_ollama(&upstream).await == Health::Healthy {
-        supervisor::set_route(routes, live, Route::Forward(up.upstream()));
+        supervisor::set_route(routes, live, Route::forward(up.upstream()));
     }
     Ok(Ready {
         public_url,

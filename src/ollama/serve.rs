@@ -82,7 +82,7 @@ pub fn gate(
             let upstream: Uri = format!("http://127.0.0.1:{}/", served.port)
                 .parse()
                 .unwrap_or_else(|_| Uri::from_static("http://127.0.0.1:11434/"));
-            let (tx, rx) = route::table(Route::Forward(upstream));
+            let (tx, rx) = route::table(Route::forward(upstream));
             (vec![d.clone()], Some(rx), Some(tx))
         }
         None => (Vec::new(), None, None),

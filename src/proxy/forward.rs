@@ -47,7 +47,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         }
     }
     let upstream = match settled(routes).await {
-        Route::Forward(uri) => uri,
+        Route::Forward(ups) => ups.first().clone(),
         Route::Hold(hold) => {
             let res = respond::hold(&hold, html);
             return finish(&shared, res, &method, &path, start, None);
@@ -528,10 +528,10 @@ mod tests {
         let later = up.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            tx.send_replace(Route::Forward(later));
+            tx.send_replace(Route::forward(later));
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        assert_eq!(settled(&rx).await, Route::Forward(up.clone()));
+        assert_eq!(settled(&rx).await, Route::forward(up.clone()));
         // A relaunch passes through Pulling (checking the image) before Starting.
         let (tx, rx) = crate::route::table(hold(Phase::Pulling));
         let later = up.clone();
@@ -539,10 +539,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             tx.send_replace(hold(Phase::Starting));
             tokio::time::sleep(Duration::from_millis(100)).await;
-            tx.send_replace(Route::Forward(later));
+            tx.send_replace(Route::forward(later));
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        assert_eq!(settled(&rx).await, Route::Forward(up));
+        assert_eq!(settled(&rx).await, Route::forward(up));
         // Still starting after the grace: the starting page.
         let (_tx, rx) = crate::route::table(hold(Phase::Starting));
         let t = std::time::Instant::now();
