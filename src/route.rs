@@ -2,10 +2,14 @@
 //! the upstream (the `proxy` command once, the supervisor as containers come and go),
 //! read by the proxy on every request through a `watch` channel.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::Uri;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// What the proxy does with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +106,134 @@ impl From<Uri> for Upstreams {
     fn from(upstream: Uri) -> Upstreams {
         Upstreams::one(upstream)
     }
+}
+
+/// HTTP requests and WebSocket tunnels in flight to each upstream, shared by the proxy
+/// (which counts them) and whoever takes a replica out of rotation (which waits for it
+/// to go quiet before stopping it). Clones share the same counts; `Default` starts
+/// empty. Upstreams are matched by scheme and authority (`http://10.0.0.5:8080` and
+/// `http://10.0.0.5:8080/` are the same upstream); one never seen counts 0.
+///
+/// Counting is lock-free on the request path: the proxy looks an upstream's counters
+/// up once per route snapshot and then only touches atomics.
+#[derive(Clone, Default)]
+pub struct Inflight(Arc<ArcSwap<HashMap<String, Arc<Counts>>>>);
+
+/// One upstream's counters (see [`Inflight`]).
+#[derive(Default)]
+pub struct Counts {
+    requests: AtomicUsize,
+    tunnels: AtomicUsize,
+    /// Woken whenever `requests` drops to 0.
+    idle: Notify,
+}
+
+impl Counts {
+    /// HTTP requests in flight (see [`Inflight::count`]).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Inflight {
+    /// HTTP requests in flight to `upstream`: each counts from the moment the proxy
+    /// sends it until its response body has been passed on in full or dropped (client
+    /// gone, upstream failed). A WebSocket upgrade counts as a request until the
+    /// upstream's `101` arrives, then as a tunnel (see [`Inflight::tunnels`]) instead.
+    pub fn count(&self, upstream: &Uri) -> usize {
+        self.get(upstream).map_or(0, |c| c.requests())
+    }
+
+    /// WebSocket (upgrade) tunnels open to `upstream`, from the upstream's `101` until
+    /// either side closes or the idle timeout. Not part of [`Inflight::count`]: a
+    /// browser tab holds one for hours, and socket.io reconnects elsewhere when it is
+    /// cut, so a drain waits for requests only and then stops the replica.
+    pub fn tunnels(&self, upstream: &Uri) -> usize {
+        self.get(upstream)
+            .map_or(0, |c| c.tunnels.load(Ordering::Relaxed))
+    }
+
+    /// Waits until no HTTP request is in flight to `upstream` ([`Inflight::count`] is
+    /// 0), for at most `max`. True when it got there (at once when already idle),
+    /// false when `max` ran out first. Take the upstream out of the route before
+    /// waiting, or new requests keep arriving.
+    pub async fn wait_idle(&self, upstream: &Uri, max: Duration) -> bool {
+        let counts = self.counts(upstream);
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let woken = counts.idle.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if counts.requests() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return counts.requests() == 0;
+            }
+        }
+    }
+
+    fn get(&self, upstream: &Uri) -> Option<Arc<Counts>> {
+        self.0.load().get(&upstream_key(upstream)).cloned()
+    }
+
+    /// The counters of `upstream`, created on first use (the proxy calls this once per
+    /// route snapshot, not per request).
+    pub fn counts(&self, upstream: &Uri) -> Arc<Counts> {
+        if let Some(c) = self.get(upstream) {
+            return c;
+        }
+        let key = upstream_key(upstream);
+        let mut made = None;
+        self.0.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            let c = map.entry(key.clone()).or_default().clone();
+            made = Some(c);
+            map
+        });
+        made.unwrap_or_default()
+    }
+}
+
+/// A request in flight: counted from creation until dropped.
+pub struct RequestGuard(Arc<Counts>);
+
+impl RequestGuard {
+    pub fn new(counts: Arc<Counts>) -> RequestGuard {
+        counts.requests.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(counts)
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if self.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A tunnel open: counted from creation until dropped.
+pub struct TunnelGuard(Arc<Counts>);
+
+impl TunnelGuard {
+    pub fn new(counts: Arc<Counts>) -> TunnelGuard {
+        counts.tunnels.fetch_add(1, Ordering::Relaxed);
+        TunnelGuard(counts)
+    }
+}
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Scheme and authority, lowercased: what identifies an upstream.
+fn upstream_key(upstream: &Uri) -> String {
+    let scheme = upstream.scheme_str().unwrap_or("http");
+    let authority = upstream.authority().map_or("", |a| a.as_str());
+    format!("{scheme}://{authority}").to_ascii_lowercase()
 }
 
 pub type RouteTx = watch::Sender<Route>;
@@ -206,6 +338,39 @@ mod tests {
         let held = [hold(Phase::Restarting), hold(Phase::Starting)];
         assert_eq!(combine(&held), Some(hold(Phase::Restarting)));
         assert_eq!(combine(&[]), None);
+    }
+
+    #[tokio::test]
+    async fn wait_idle_returns_when_the_last_request_ends_or_false_after_max() {
+        use std::time::Duration;
+        let inflight = Inflight::default();
+        let a: Uri = "http://10.0.0.5:8080".parse().expect("uri");
+        let a_slash: Uri = "http://10.0.0.5:8080/".parse().expect("uri");
+        assert!(inflight.wait_idle(&a, Duration::ZERO).await, "unknown is idle");
+        let first = RequestGuard::new(inflight.counts(&a));
+        let second = RequestGuard::new(inflight.counts(&a_slash));
+        let tunnel = TunnelGuard::new(inflight.counts(&a));
+        assert_eq!(inflight.count(&a_slash), 2, "same upstream with or without /");
+        assert_eq!(inflight.tunnels(&a), 1);
+        assert!(!inflight.wait_idle(&a, Duration::from_millis(50)).await);
+        drop(first);
+        let waiter = {
+            let inflight = inflight.clone();
+            let a = a.clone();
+            tokio::spawn(async move { inflight.wait_idle(&a, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "one request still in flight");
+        drop(second);
+        let idle = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the count reached 0")
+            .expect("task");
+        assert!(idle);
+        // Tunnels are not requests: idle with a tunnel open.
+        assert_eq!(inflight.tunnels(&a), 1);
+        drop(tunnel);
+        assert_eq!(inflight.tunnels(&a), 0);
     }
 
     #[tokio::test]

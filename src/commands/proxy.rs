@@ -56,6 +56,7 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         challenges: site.challenges.clone(),
         supervised: false,
         ollama: None,
+        inflight: route::Inflight::default(),
     };
     sup.spawn("the proxy", true, |token| proxy.run(bound, token));
     let renew = match site

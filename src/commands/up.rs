@@ -147,6 +147,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
             challenges: site.challenges.clone(),
             supervised: !serve::native(&up),
             ollama: gate,
+            inflight: crate::route::Inflight::default(),
         };
         sup.spawn("the proxy", true, |token| proxy.run(bound, token));
         // Certificate checks (ACME preflight) fail here, before Docker is touched.

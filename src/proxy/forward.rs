@@ -132,6 +132,8 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     *out.version_mut() = http::Version::HTTP_11;
     *out.headers_mut() = headers;
 
+    let counts = shared.inflight.counts(&upstream);
+    let in_flight = crate::route::RequestGuard::new(counts.clone());
     let sent = Instant::now();
     let answered = within(shared.response_timeout, sent_rx, shared.client.request(out));
     let mut res = match answered.await {
@@ -186,12 +188,13 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     {
         let upstream_upgrade = hyper::upgrade::on(&mut res);
         let idle = shared.ws_idle_timeout;
-        shared.tracker.spawn(tunnel::run(
-            client_upgrade,
-            upstream_upgrade,
-            idle,
-            path.clone(),
-        ));
+        let open = crate::route::TunnelGuard::new(counts);
+        drop(in_flight);
+        let tunnel_path = path.clone();
+        shared.tracker.spawn(async move {
+            tunnel::run(client_upgrade, upstream_upgrade, idle, tunnel_path).await;
+            drop(open);
+        });
         let (parts, _) = res.into_parts();
         let res = Response::from_parts(
             parts,
@@ -207,8 +210,38 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             .headers
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
-    let res = Response::from_parts(parts, body.map_err(BoxError::from).boxed());
+    let body = Counted {
+        inner: body.map_err(BoxError::from).boxed(),
+        _in_flight: in_flight,
+    };
+    let res = Response::from_parts(parts, body.boxed());
     finish(&shared, res, &method, &path, start, Some(upstream_ms))
+}
+
+/// A response body that keeps its request counted in flight until it ends or is dropped.
+struct Counted {
+    inner: Body,
+    _in_flight: crate::route::RequestGuard,
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn content_length<B>(req: &Request<B>) -> Option<u64> {

@@ -39,7 +39,7 @@ pub(crate) use plain::https_location;
 
 use crate::challenge::Challenges;
 use crate::config::ProxySettings;
-use crate::route::RouteRx;
+use crate::route::{Inflight, RouteRx};
 use crate::tls::CertStore;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     https_port: u16,
     /// The token-protected Ollama API, when served.
     ollama: Option<auth::OllamaGate>,
+    /// Requests and tunnels in flight per upstream (shared with `Proxy::inflight`).
+    inflight: Inflight,
 }
 
 /// Everything the proxy needs to run, besides its bound listeners.
@@ -78,9 +80,17 @@ pub struct Proxy {
     pub supervised: bool,
     /// Serve a token-protected Ollama API (`up --ollama-only`, `--ollama-domain`).
     pub ollama: Option<auth::OllamaGate>,
+    /// Requests and tunnels in flight per upstream: counted by the proxy, read by
+    /// whoever drains a replica (`Default::default()` when nobody does).
+    pub inflight: Inflight,
 }
 
 impl Proxy {
+    /// The proxy's in-flight counts (shared: take it before `run` moves the proxy).
+    pub fn inflight(&self) -> Inflight {
+        self.inflight.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting and lets open
     /// requests, streams and WebSockets finish within the drain timeout.
     pub async fn run(self, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -110,6 +120,7 @@ impl Proxy {
             supervised: self.supervised,
             https_port,
             ollama: self.ollama,
+            inflight: self.inflight,
         });
         let tls = Arc::new(crate::tls::server_config(self.certs)?);
         listener::serve(bound, shared, tls, &self.settings, shutdown.clone()).await;
