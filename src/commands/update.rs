@@ -44,6 +44,8 @@ use crate::docker::{self, health, logs, pull};
 use crate::error::UserError;
 use crate::output::Printer;
 
+use super::rolling;
+
 /// How long the new version must stay up and healthy after its first healthy answer
 /// (a crash loop can answer once before it exits).
 const SETTLE: Duration = Duration::from_secs(10);
@@ -63,6 +65,9 @@ struct Report {
     update_available: bool,
     outcome: &'static str,
     backup: Option<String>,
+    /// With replicas (`up --replicas N`): what each went through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<Vec<rolling::ReplicaReport>>,
 }
 
 impl ImageReport {
@@ -99,6 +104,9 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         ))
         .into());
     }
+    // `up --replicas N`: a rolling update (an interrupted one is refused here).
+    let replicas = rolling::find(&docker, &project).await?;
+    let rolling = replicas.len() > 1;
     let c = match docker.inspect_container(&name, None).await {
         Ok(c) => c,
         Err(e) if docker::is_not_found(&e) => {
@@ -154,7 +162,8 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         image_id: img.id.clone(),
         digest: img.digest.clone(),
     };
-    let available = target.image_id != running.image_id;
+    let available = target.image_id != running.image_id
+        || replicas.iter().any(|r| r.spec.image_id != target.image_id);
     let mut report = Report {
         project: project.key().to_string(),
         running: running.clone(),
@@ -166,6 +175,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             "up-to-date"
         },
         backup: None,
+        replicas: None,
     };
     if !available || cmd.check {
         if !cmd.json {
@@ -199,6 +209,46 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         printer.line(format!(
             "note: {name} was made by another webui version; its settings are read back from its labels"
         ));
+    }
+
+    if rolling {
+        let roll = rolling::Roll {
+            docker: &docker,
+            project: &project,
+            state: &state,
+            socket: crate::control::socket_path(&paths.state_dir, project.key()),
+            target: rolling::Target {
+                image: target_ref.clone(),
+                image_id: img.id.clone(),
+                digest: img.digest.clone(),
+                shown: target.shown(),
+            },
+            timeout,
+            printer: &printer,
+        };
+        let mut reports = Vec::new();
+        let result = roll.run(&replicas, &mut reports).await;
+        report.replicas = Some(reports);
+        if let Err(e) = result {
+            report.outcome = "stopped";
+            let _ = print_json(cmd.json, &report);
+            return Err(e);
+        }
+        let (rec, pin) = records(&running, &target, configured, &img);
+        if let Err(e) = History::update(&state, |h| {
+            h.last_update = Some(rec);
+            h.pin = Some(pin);
+        }) {
+            printer.warn(format!("cannot record the update in history.json: {e:#}"));
+        }
+        printer.line(format!(
+            "updated all {} replicas to {}",
+            replicas.len(),
+            target.shown()
+        ));
+        report.outcome = "updated";
+        print_json(cmd.json, &report)?;
+        return Ok(0);
     }
 
     // Swap.
@@ -260,21 +310,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         match attempt {
             Ok(took) => {
                 dupdate::remove(&docker, &aside).await?;
-                let at = now_rfc3339();
-                let rec = UpdateRecord {
-                    at: at.clone(),
-                    from: running.shown(),
-                    to: target.shown(),
-                    outcome: "updated".into(),
-                    detail: None,
-                };
-                let pin = Pin {
-                    configured,
-                    image: target_ref.clone(),
-                    image_id: img.id.clone(),
-                    digest: img.digest.clone(),
-                    at,
-                };
+                let (rec, pin) = records(&running, &target, configured, &img);
                 if let Err(e) = History::update(&state, |h| {
                     h.last_update = Some(rec);
                     h.pin = Some(pin);
@@ -356,6 +392,31 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
     result
 }
 
+/// What `history.json` keeps of a successful update: the record and the pin.
+fn records(
+    running: &ImageReport,
+    target: &ImageReport,
+    configured: String,
+    img: &pull::Image,
+) -> (UpdateRecord, Pin) {
+    let at = now_rfc3339();
+    let rec = UpdateRecord {
+        at: at.clone(),
+        from: running.shown(),
+        to: target.shown(),
+        outcome: "updated".into(),
+        detail: None,
+    };
+    let pin = Pin {
+        configured,
+        image: target.image.clone(),
+        image_id: img.id.clone(),
+        digest: img.digest.clone(),
+        at,
+    };
+    (rec, pin)
+}
+
 /// Removes the failed container, restores the data into the old one (stopped), puts
 /// it back under its name and starts it.
 #[allow(clippy::too_many_arguments)]
@@ -386,7 +447,7 @@ async fn rollback(
 }
 
 /// The failed container's last lines: printed, and saved (0600) for later.
-async fn save_logs(
+pub(super) async fn save_logs(
     docker: &bollard::Docker,
     name: &str,
     state: &crate::docker::project::ProjectState,
