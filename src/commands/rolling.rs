@@ -49,7 +49,7 @@ use crate::docker::spec::{ContainerSpec, LABEL_PROJECT, LABEL_ROLE, LABEL_UPSTRE
 use crate::docker::update::{self as dupdate, ASIDE_SUFFIX};
 use crate::error::UserError;
 use crate::output::Printer;
-use crate::route::{Phase, RouteTx};
+use crate::route::{Inflight, Phase, RouteTx};
 use crate::supervisor::{self, SharedLive};
 
 /// The label carrying a replica's number (1..N) when N > 1.
@@ -70,9 +70,6 @@ const POLL: Duration = Duration::from_millis(100);
 
 // ------------------------------------------------------------------ webui up's side
 
-/// In-flight proxied requests to one upstream (the proxy's `Inflight::count`).
-pub type InflightCount = Arc<dyn Fn(&Uri) -> usize + Send + Sync>;
-
 /// One replica as `webui up` supervises it.
 pub struct ReplicaHandle {
     /// 1..N.
@@ -90,7 +87,8 @@ pub struct ReplicaHandle {
 #[derive(Clone)]
 pub struct Handover {
     replicas: Arc<Vec<ReplicaHandle>>,
-    inflight: Option<InflightCount>,
+    /// The proxy's counts (`Proxy::inflight`); None without a proxy (`--behind-proxy`).
+    inflight: Option<Inflight>,
 }
 
 /// A parsed `replica-*` request.
@@ -130,7 +128,7 @@ fn refused(why: impl Into<String>) -> Value {
 }
 
 impl Handover {
-    pub fn new(replicas: Vec<ReplicaHandle>, inflight: Option<InflightCount>) -> Self {
+    pub fn new(replicas: Vec<ReplicaHandle>, inflight: Option<Inflight>) -> Self {
         Self {
             replicas: Arc::new(replicas),
             inflight,
@@ -169,7 +167,8 @@ impl Handover {
                 "container": r.container,
                 "state": Self::state(r),
                 "updating": Self::updating(r),
-                "inflight": self.inflight.as_ref().map_or(0, |f| f(&r.upstream)),
+                "inflight": self.inflight.as_ref().map_or(0, |i| i.count(&r.upstream)),
+                "tunnels": self.inflight.as_ref().map_or(0, |i| i.tunnels(&r.upstream)),
             }),
             Request::Updating(_) => {
                 let others: Vec<&ReplicaHandle> =
@@ -761,11 +760,14 @@ mod tests {
 
     #[test]
     fn one_replica_leaves_rotation_at_a_time_and_never_below_n_minus_1() {
+        let inflight = Inflight::default();
+        let busy: Uri = "http://127.0.0.1:3002".parse().expect("uri");
+        let _guards: Vec<_> = (0..4)
+            .map(|_| route::RequestGuard::new(inflight.counts(&busy)))
+            .collect();
         let h = Handover::new(
             vec![handle(1, fwd(1)), handle(2, fwd(2)), handle(3, fwd(3))],
-            Some(Arc::new(|u: &Uri| {
-                usize::from(u.port_u16() == Some(3002)) * 4
-            })),
+            Some(inflight.clone()),
         );
         let v = h.answer("replica-state 2").expect("answered");
         assert_eq!(
