@@ -83,12 +83,20 @@ pub struct ReplicaHandle {
     pub live: SharedLive,
 }
 
-/// The control-socket requests of a rolling update, answered by `webui up`.
-#[derive(Clone)]
-pub struct Handover {
-    replicas: Arc<Vec<ReplicaHandle>>,
+/// The control-socket requests of a rolling update, answered by `webui up`. Made
+/// before the control socket is served (clones share it); the replicas are attached
+/// once their monitors exist. Until then, and for a single Open WebUI, `replica-*`
+/// requests are refused.
+#[derive(Clone, Default)]
+pub struct Handover(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    replicas: std::sync::OnceLock<Vec<ReplicaHandle>>,
     /// The proxy's counts (`Proxy::inflight`); None without a proxy (`--behind-proxy`).
     inflight: Option<Inflight>,
+    /// Serialises `replica-updating` (its check and its change are one step).
+    leaving: std::sync::Mutex<()>,
 }
 
 /// A parsed `replica-*` request.
@@ -128,11 +136,16 @@ fn refused(why: impl Into<String>) -> Value {
 }
 
 impl Handover {
-    pub fn new(replicas: Vec<ReplicaHandle>, inflight: Option<Inflight>) -> Self {
-        Self {
-            replicas: Arc::new(replicas),
+    pub fn new(inflight: Option<Inflight>) -> Self {
+        Self(Arc::new(Shared {
             inflight,
-        }
+            ..Default::default()
+        }))
+    }
+
+    /// The replicas `webui up --replicas N` supervises (once; later calls are ignored).
+    pub fn attach(&self, replicas: Vec<ReplicaHandle>) {
+        let _ = self.0.replicas.set(replicas);
     }
 
     fn updating(r: &ReplicaHandle) -> bool {
@@ -153,13 +166,19 @@ impl Handover {
         let k = match req {
             Request::Updating(k) | Request::State(k) | Request::Updated(k) => k,
         };
-        let Some(r) = self.replicas.iter().find(|r| r.index == k) else {
+        let Some(all) = self.0.replicas.get() else {
+            return Some(refused(
+                "this webui up runs a single Open WebUI (no --replicas), or its replicas are still starting",
+            ));
+        };
+        let Some(r) = all.iter().find(|r| r.index == k) else {
             return Some(refused(format!(
                 "there is no replica {k}; this webui up runs {} (1..{})",
-                self.replicas.len(),
-                self.replicas.len()
+                all.len(),
+                all.len()
             )));
         };
+        let inflight = self.0.inflight.as_ref();
         Some(match req {
             Request::State(_) => json!({
                 "ok": true,
@@ -167,12 +186,12 @@ impl Handover {
                 "container": r.container,
                 "state": Self::state(r),
                 "updating": Self::updating(r),
-                "inflight": self.inflight.as_ref().map_or(0, |i| i.count(&r.upstream)),
-                "tunnels": self.inflight.as_ref().map_or(0, |i| i.tunnels(&r.upstream)),
+                "inflight": inflight.map_or(0, |i| i.count(&r.upstream)),
+                "tunnels": inflight.map_or(0, |i| i.tunnels(&r.upstream)),
             }),
             Request::Updating(_) => {
-                let others: Vec<&ReplicaHandle> =
-                    self.replicas.iter().filter(|o| o.index != k).collect();
+                let _one_at_a_time = self.0.leaving.lock().unwrap_or_else(|p| p.into_inner());
+                let others: Vec<&ReplicaHandle> = all.iter().filter(|o| o.index != k).collect();
                 if let Some(o) = others.iter().find(|o| Self::updating(o)) {
                     return Some(refused(format!(
                         "replica {} is being updated; one replica at a time",
@@ -189,8 +208,8 @@ impl Handover {
                     return Some(refused(format!(
                         "{}: taking replica {k} out too would leave fewer than {} of {} serving",
                         out.join(", "),
-                        self.replicas.len() - 1,
-                        self.replicas.len()
+                        all.len() - 1,
+                        all.len()
                     )));
                 }
                 supervisor::edit(&r.live, |l| l.updating = true);
@@ -765,10 +784,15 @@ mod tests {
         let _guards: Vec<_> = (0..4)
             .map(|_| route::RequestGuard::new(inflight.counts(&busy)))
             .collect();
-        let h = Handover::new(
-            vec![handle(1, fwd(1)), handle(2, fwd(2)), handle(3, fwd(3))],
-            Some(inflight.clone()),
-        );
+        let h = Handover::new(Some(inflight.clone()));
+        let v = h.answer("replica-state 1").expect("answered");
+        assert_eq!(v["ok"], false, "no replicas attached yet: {v}");
+        h.attach(vec![
+            handle(1, fwd(1)),
+            handle(2, fwd(2)),
+            handle(3, fwd(3)),
+        ]);
+        let replicas = h.0.replicas.get().expect("attached");
         let v = h.answer("replica-state 2").expect("answered");
         assert_eq!(
             (v["state"].as_str(), v["inflight"].as_u64()),
@@ -777,7 +801,7 @@ mod tests {
 
         let v = h.answer("replica-updating 2").expect("answered");
         assert_eq!(v["ok"], true, "{v}");
-        let r2 = &h.replicas[1];
+        let r2 = &replicas[1];
         assert!(supervisor::snapshot(&r2.live).updating);
         assert!(matches!(&*r2.routes.borrow(), Route::Hold(x) if x.phase == Phase::Updating));
         assert_eq!(h.answer("replica-state 2").expect("a")["state"], "updating");
@@ -789,7 +813,7 @@ mod tests {
             v["error"].as_str().unwrap_or("").contains("replica 2"),
             "{v}"
         );
-        assert!(matches!(&*h.replicas[2].routes.borrow(), Route::Forward(_)));
+        assert!(matches!(&*replicas[2].routes.borrow(), Route::Forward(_)));
 
         // Back: the monitor watches again (it forwards after a healthy probe).
         assert_eq!(h.answer("replica-updated 2").expect("a")["ok"], true);
@@ -797,7 +821,7 @@ mod tests {
         r2.routes.send_replace(fwd(2));
 
         // Replica 3 crashed: taking a serving one out would leave 1 of 3.
-        h.replicas[2].routes.send_replace(held(Phase::Restarting));
+        replicas[2].routes.send_replace(held(Phase::Restarting));
         let v = h.answer("replica-updating 1").expect("answered");
         assert_eq!(v["ok"], false, "{v}");
         assert!(
