@@ -279,10 +279,18 @@ jq -r '.steps[] | "scale: \(.name)|\(.ms)"' "$out" >"$WORK/client-steps"
 kill -0 "$WEBUI_PID" 2>/dev/null || die "webui up exited during the test: $(tail -n 20 "$WEBUI_LOG")"
 step_done
 
-step "webui status lists the replicas"
+step "webui status: $REPLICAS replicas running, Postgres and Redis"
 "$WEBUI_BIN" --state-dir "$STATE" --project "$PROJECT" status >"$WORK/status.log" 2>&1 || true
 sed 's/^/    /' "$WORK/status.log"
-for c in "${replicas[@]}"; do grep -q -- "$c" "$WORK/status.log" || die "webui status does not list $c"; done
+"$WEBUI_BIN" --state-dir "$STATE" --project "$PROJECT" status --json >"$WORK/status.json" 2>"$WORK/status-json.log" ||
+	die "webui status --json failed: $(cat "$WORK/status.json" "$WORK/status-json.log")"
+jq -e --argjson n "$REPLICAS" '
+	([.containers[] | select(.service == "open-webui" and .running)] | length == $n) and
+	([.containers[] | select(.service == "open-webui") | .replica] | sort == [range(1; $n + 1)]) and
+	any(.containers[]; .service == "postgres" and .running) and
+	any(.containers[]; .service == "redis" and .running)' "$WORK/status.json" >/dev/null ||
+	die "webui status --json does not show $REPLICAS running replicas (1..$REPLICAS), Postgres and Redis: $(jq -c '[.containers[] | {service, name, replica, running}]' "$WORK/status.json")"
+log "status: $(jq -c '[.containers[] | {service, replica, state}]' "$WORK/status.json")"
 step_done
 
 if [[ -f $WORK/client-steps ]]; then
