@@ -16,7 +16,9 @@
 //!   - `replica-updated K`: the monitor watches it again; it forwards (rejoins the
 //!     rotation) after its first healthy probe.
 //! - [`Roll`] runs in `webui update` and does the Docker side, like the single update:
-//!   the image is pulled once (by the caller); then for each replica in index order,
+//!   the image is pulled once (by the caller); the shared database is dumped
+//!   ([`dump_database`]: the first new replica runs the new version's migrations on
+//!   it); then for each replica in index order,
 //!   skipping replicas already on the target image: take it out of rotation, wait
 //!   until its in-flight requests are answered (at most [`DRAIN`]; websockets are
 //!   cut, socket.io clients reconnect to another replica), stop it (gracefully,
@@ -33,6 +35,7 @@
 //! Without a running `webui up` the replicas are still replaced one at a time (there
 //! is no proxy to take them out of).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -339,6 +342,8 @@ pub struct Roll<'a> {
     pub project: &'a Project,
     pub state: &'a ProjectState,
     pub socket: std::path::PathBuf,
+    /// Where the database dump made before the roll goes (`<state-dir>/backups`).
+    pub backups: std::path::PathBuf,
     pub target: Target,
     pub timeout: Duration,
     pub printer: &'a Printer,
@@ -360,6 +365,7 @@ impl Roll<'_> {
         &self,
         found: &[Found],
         reports: &mut Vec<ReplicaReport>,
+        dump: &mut Option<PathBuf>,
     ) -> anyhow::Result<()> {
         let n = found.len();
         let link = self.link(found).await?;
@@ -385,6 +391,19 @@ impl Roll<'_> {
             todo.len(),
             self.target.shown
         ));
+        // The first new replica migrates the shared database: keep what it was.
+        if !todo.is_empty() {
+            let made = dump_database(self.docker, self.project, &self.backups)
+                .await
+                .map_err(|e| {
+                    e.context("the database could not be backed up, so nothing was updated")
+                })?;
+            self.printer.line(format!(
+                "database backup: {} (pg_dump custom format; `pg_restore --clean` puts it back)",
+                made.display()
+            ));
+            *dump = Some(made);
+        }
         for f in todo {
             let who = format!("replica {}/{n} ({})", f.index, f.name);
             let result = self.one(&link, f, &who).await;
@@ -400,7 +419,7 @@ impl Roll<'_> {
                     } else {
                         "failed"
                     };
-                    return Err(self.stopped(found, reports, f, why, rolled_back));
+                    return Err(self.stopped(found, reports, f, why, rolled_back, dump.as_deref()));
                 }
             }
         }
@@ -641,6 +660,7 @@ impl Roll<'_> {
         f: &Found,
         why: anyhow::Error,
         rolled_back: anyhow::Result<()>,
+        dump: Option<&Path>,
     ) -> anyhow::Error {
         let why_text = crate::error::render(&why)
             .trim_start_matches("error: ")
@@ -675,8 +695,16 @@ impl Roll<'_> {
             ));
         }
         let flag = self.project.flag();
+        let before = dump
+            .map(|d| {
+                format!(
+                    "; the database as it was before the roll is in {}",
+                    d.display()
+                )
+            })
+            .unwrap_or_default();
         let hint = format!(
-            "fix the cause and run `webui{flag} update --image {}` again (replicas already on it are skipped), or go back with `webui{flag} update --image {from}`; `webui{flag} status` shows every replica",
+            "fix the cause and run `webui{flag} update --image {}` again (replicas already on it are skipped), or go back with `webui{flag} update --image {from}`; `webui{flag} status` shows every replica{before}",
             self.target.image
         );
         let record = |outcome: &str, detail: String| {
@@ -720,6 +748,120 @@ impl Roll<'_> {
             }
         }
     }
+}
+
+/// `pg_dump -Fc` of the project's Postgres (`<prefix>postgres`, the credentials from
+/// its own environment) into `<dir>/webui-db-<project>-<UTC time>.dump` (0600 from the
+/// first byte), streamed; checked for pg_dump's exit code and the format's magic.
+pub async fn dump_database(
+    docker: &Docker,
+    project: &Project,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    use bollard::container::LogOutput;
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let name = project.prefixed("postgres");
+    let c = docker.inspect_container(&name, None).await.map_err(|e| {
+        anyhow::Error::new(e).context(format!("cannot inspect the database container {name}"))
+    })?;
+    if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+        return Err(
+            UserError::new(format!("the database container {name} is not running"))
+                .hint(format!("start it with `webui{} up`", project.flag()))
+                .into(),
+        );
+    }
+    let env = c.config.and_then(|c| c.env).unwrap_or_default();
+    let var = |k: &str| {
+        env.iter()
+            .find_map(|e| e.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    let user = var("POSTGRES_USER").unwrap_or_else(|| "postgres".into());
+    let db = var("POSTGRES_DB").unwrap_or_else(|| user.clone());
+    let password = var("POSTGRES_PASSWORD").unwrap_or_default();
+
+    crate::state::create_private_dir(dir)?;
+    let stamp: String = now_rfc3339()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let path = dir.join(format!("webui-db-{}-{stamp}.dump", project.key()));
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot create {}", path.display())))?;
+    let result = async {
+        let exec = docker
+            .create_exec(
+                &name,
+                CreateExecOptions {
+                    cmd: Some(vec![
+                        "pg_dump".to_string(),
+                        "-h".into(),
+                        "127.0.0.1".into(),
+                        "-U".into(),
+                        user,
+                        "-d".into(),
+                        db,
+                        "-Fc".into(),
+                    ]),
+                    env: Some(vec![format!("PGPASSWORD={password}")]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot run pg_dump in {name}")))?;
+        let mut errors = String::new();
+        let mut magic = Vec::new();
+        match docker.start_exec(&exec.id, None).await? {
+            StartExecResults::Attached { mut output, .. } => {
+                while let Some(item) = output.next().await {
+                    match item? {
+                        LogOutput::StdOut { message } => {
+                            if magic.len() < 5 {
+                                magic.extend_from_slice(&message[..message.len().min(5)]);
+                            }
+                            file.write_all(&message).await?;
+                        }
+                        LogOutput::StdErr { message } => {
+                            errors.push_str(&String::from_utf8_lossy(&message));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            StartExecResults::Detached => anyhow::bail!("pg_dump in {name} did not attach"),
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        let code = docker.inspect_exec(&exec.id).await?.exit_code;
+        if code != Some(0) {
+            anyhow::bail!(
+                "pg_dump in {name} failed (exit code {}): {}",
+                code.map_or("unknown".into(), |c| c.to_string()),
+                errors.trim()
+            );
+        }
+        if !magic.starts_with(b"PGDMP") {
+            anyhow::bail!("pg_dump in {name} wrote no custom-format dump");
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(path)
 }
 
 /// A replica that did not make it, and whether its old container runs again.

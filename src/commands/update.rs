@@ -217,6 +217,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             project: &project,
             state: &state,
             socket: crate::control::socket_path(&paths.state_dir, project.key()),
+            backups: paths.state_dir.join("backups"),
             target: rolling::Target {
                 image: target_ref.clone(),
                 image_id: img.id.clone(),
@@ -227,8 +228,10 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             printer: &printer,
         };
         let mut reports = Vec::new();
-        let result = roll.run(&replicas, &mut reports).await;
+        let mut dump = None;
+        let result = roll.run(&replicas, &mut reports, &mut dump).await;
         report.replicas = Some(reports);
+        report.backup = dump.map(|d| d.display().to_string());
         if let Err(e) = result {
             report.outcome = "stopped";
             let _ = print_json(cmd.json, &report);
