@@ -326,6 +326,12 @@ done
 log "images: $built built+pushed, $skipped up to date"
 step_done
 
+# ---------------------------------------------------------------- postgres, redis
+step "postgres and redis test images (tests/infra/db-images.sh)"
+DB_IMAGES_ENV=$(WEBUI_TEST_REGISTRY=$REGISTRY WEBUI_TEST_DOCKER_CLI=$DOCKER bash "$HERE/db-images.sh") ||
+	die "tests/infra/db-images.sh failed (errors above)"
+step_done
+
 # ---------------------------------------------------------------- pebble
 step "pebble material in $PEBBLE_DIR"
 PEBBLE_BIN=$(command -v pebble || true)
@@ -442,6 +448,7 @@ export WEBUI_TEST_PEBBLE_LISTENER_CERT=$leaf_pem
 export WEBUI_TEST_PEBBLE_LISTENER_KEY=$leaf_key
 export WEBUI_TEST_CHALLTESTSRV_BIN=${CHALLTESTSRV_BIN}
 export WEBUI_TEST_DOCKER_CLI=$DOCKER
+$DB_IMAGES_ENV
 EOF
 mv "$STATE/env.tmp" "$STATE/env"
 log "wrote $STATE/env"
