@@ -270,6 +270,100 @@ pub struct Live {
     /// `webui update` is swapping the container: the "updating" page is shown and
     /// nothing is restarted until it says `updated`.
     pub updating: bool,
+    /// `up --replicas N` (N > 1): each replica's own view, replica 1 first (empty for
+    /// a single Open WebUI). `state` above is then the site's (any replica healthy).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaLive>,
+}
+
+/// One replica in [`Live::replicas`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplicaLive {
+    pub replica: u32,
+    pub container: String,
+    pub upstream: String,
+    /// `starting` | `healthy` | `unhealthy` | `stopped` | `updating`: whether the
+    /// proxy sends it requests (`healthy`) and why not.
+    pub state: String,
+    pub detail: Option<String>,
+    pub health: Option<HealthLive>,
+}
+
+/// One replica's monitor state, for [`aggregate`].
+pub struct ReplicaPart {
+    pub replica: u32,
+    pub container: String,
+    pub upstream: String,
+    pub live: SharedLive,
+}
+
+/// `up --replicas N`: keeps the main [`Live`] (the control socket's `status`) the sum
+/// of the per-replica monitors' (replica 1's also watches Postgres and Redis): services
+/// and errors of all, the site's state from `site` (the merged route), each replica's
+/// state in `replicas`; passes `updating` down to every monitor. Until `cancel`.
+pub async fn aggregate(
+    main: SharedLive,
+    parts: Vec<ReplicaPart>,
+    mut site: crate::route::RouteRx,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let route = site.borrow_and_update().clone();
+        let updating = snapshot(&main).updating;
+        let mut services = Vec::new();
+        let mut errors = Vec::new();
+        let mut replicas = Vec::new();
+        let mut ever = false;
+        let mut first: Option<Live> = None;
+        for p in &parts {
+            edit(&p.live, |l| l.updating = updating);
+            let l = snapshot(&p.live);
+            services.extend(l.services.iter().cloned());
+            errors.extend(l.last_errors.iter().cloned());
+            ever |= l.ever_healthy;
+            replicas.push(ReplicaLive {
+                replica: p.replica,
+                container: p.container.clone(),
+                upstream: p.upstream.clone(),
+                state: l.state.clone(),
+                detail: l.detail.clone(),
+                health: l.health.clone(),
+            });
+            first.get_or_insert(l);
+        }
+        edit(&main, |m| {
+            m.state = upstream_state(&route).to_string();
+            (m.phase, m.detail) = match &route {
+                Route::Forward(_) => (None, None),
+                Route::Hold(h) => (Some(h.phase.as_str().to_string()), Some(h.detail.clone())),
+            };
+            m.services = services;
+            m.replicas = replicas;
+            m.ever_healthy |= ever;
+            if let Some(f) = &first {
+                m.health = f.health.clone();
+                m.docker = f.docker.clone();
+            }
+            for e in errors {
+                if !m
+                    .last_errors
+                    .iter()
+                    .any(|x| x.at == e.at && x.message == e.message)
+                {
+                    m.last_errors.push(e);
+                }
+            }
+            m.last_errors.sort_by(|a, b| a.at.cmp(&b.at));
+            let extra = m.last_errors.len().saturating_sub(10);
+            m.last_errors.drain(..extra);
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = site.changed() => if r.is_err() { return Ok(()) },
+            _ = tick.tick() => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -418,8 +512,12 @@ pub struct Monitor {
     pub project: Project,
     /// Services to watch; `primary` is the one whose health decides the route.
     pub roles: Vec<Role>,
-    /// Open WebUI, or Ollama for `up --ollama-only` (probed on `/api/version`).
-    pub primary: Role,
+    /// Open WebUI, or Ollama for `up --ollama-only` (probed on `/api/version`); `None`
+    /// for the monitor of Postgres and Redis (`up --replicas`), which only restarts.
+    pub primary: Option<Role>,
+    /// `up --replicas N` (N > 1): the replica's Open WebUI container this monitor
+    /// watches (named in its messages); `None` for a single Open WebUI.
+    pub replica: Option<String>,
     pub upstream: http::Uri,
     pub crash_loop: CrashLoop,
     pub routes: RouteTx,
@@ -459,7 +557,10 @@ impl Monitor {
             .iter()
             .map(|&role| Svc {
                 role,
-                name: names.container(role).to_string(),
+                name: match (&self.replica, role) {
+                    (Some(r), Role::OpenWebui) => r.clone(),
+                    _ => names.container(role).to_string(),
+                },
                 id: None,
                 running: false,
                 exits: Exits::default(),
@@ -541,8 +642,8 @@ impl Monitor {
                     if next_probe <= now {
                         let ow_blocked = svcs
                             .iter()
-                            .any(|s| s.role == self.primary && (s.crash_loop || s.stopped));
-                        if !ow_blocked {
+                            .any(|s| Some(s.role) == self.primary && (s.crash_loop || s.stopped));
+                        if !ow_blocked && self.primary.is_some() {
                             self.probe(&base, &mut healthy, &mut failures, &mut svcs).await;
                         }
                         next_probe = Instant::now() + if healthy { POLL_HEALTHY } else { POLL_WAITING };
@@ -553,18 +654,23 @@ impl Monitor {
         }
     }
 
+    /// "Open WebUI", or with replicas "Open WebUI replica <container>".
+    fn who(&self) -> String {
+        match &self.replica {
+            Some(name) => format!("Open WebUI replica {name}"),
+            None => "Open WebUI".to_string(),
+        }
+    }
+
     fn publish(&self, svcs: &[Svc]) {
         edit(&self.live, |l| {
             for s in svcs {
-                let entry = match l
-                    .services
-                    .iter_mut()
-                    .position(|x| x.service == s.role.as_str())
-                {
+                let entry = match l.services.iter_mut().position(|x| x.container == s.name) {
                     Some(i) => &mut l.services[i],
                     None => {
                         l.services.push(ServiceLive {
                             service: s.role.as_str().to_string(),
+                            container: s.name.clone(),
                             ..Default::default()
                         });
                         let last = l.services.len() - 1;
@@ -580,9 +686,9 @@ impl Monitor {
         });
     }
 
-    fn edit_svc(&self, role: Role, f: impl FnOnce(&mut ServiceLive)) {
+    fn edit_svc(&self, name: &str, f: impl FnOnce(&mut ServiceLive)) {
         edit(&self.live, |l| {
-            if let Some(s) = l.services.iter_mut().find(|s| s.service == role.as_str()) {
+            if let Some(s) = l.services.iter_mut().find(|s| s.container == name) {
                 f(s);
             }
         });
@@ -630,14 +736,20 @@ impl Monitor {
                 for s in svcs.iter_mut() {
                     if s.stopped && s.stopped_at.is_some_and(|t| t.elapsed() < ENGINE_STOP) {
                         s.stopped = false;
-                        if s.role == self.primary {
+                        if Some(s.role) == self.primary {
                             hold(&self.routes, &self.live, Phase::Restarting, text::ENGINE);
                         }
                     }
                 }
             }
-            Event::Container { role, id, action } => {
-                let Some(s) = svcs.iter_mut().find(|s| s.role == role) else {
+            Event::Container {
+                role,
+                name,
+                id,
+                action,
+            } => {
+                // By name too: replicas share the role.
+                let Some(s) = svcs.iter_mut().find(|s| s.role == role && s.name == name) else {
                     return;
                 };
                 self.on_container(s, id, action, docker, healthy).await;
@@ -653,7 +765,7 @@ impl Monitor {
         docker: Option<&bollard::Docker>,
         healthy: &mut bool,
     ) {
-        let is_ow = s.role == self.primary;
+        let is_ow = Some(s.role) == self.primary;
         match action {
             Action::Start => {
                 s.id = Some(id);
@@ -675,7 +787,7 @@ impl Monitor {
                 }
                 let now = Instant::now();
                 let recent = s.exits.record(now, self.crash_loop.window);
-                self.edit_svc(s.role, |x| x.exits += 1);
+                self.edit_svc(&s.name, |x| x.exits += 1);
                 let code = code.map_or("unknown".to_string(), |c| c.to_string());
                 if recent >= self.crash_loop.limit {
                     if let Some(d) = docker {
@@ -739,7 +851,7 @@ impl Monitor {
                     // forwards once it answers.
                     s.stopped = false;
                     s.check_at = None;
-                    if s.role == self.primary && !*healthy && !s.crash_loop {
+                    if Some(s.role) == self.primary && !*healthy && !s.crash_loop {
                         hold(&self.routes, &self.live, Phase::Starting, text::WAITING);
                     }
                 }
@@ -747,7 +859,7 @@ impl Monitor {
                     // Died while nobody listened (e.g. the engine restarted): give
                     // Docker's policy its grace, then start it.
                     s.check_at = Some(Instant::now() + RESTART_GRACE);
-                    if s.role == self.primary {
+                    if Some(s.role) == self.primary {
                         *healthy = false;
                         hold(&self.routes, &self.live, Phase::Restarting, text::CRASHED);
                     }
@@ -786,7 +898,7 @@ impl Monitor {
         match d.start_container(&s.name, None).await {
             Ok(()) => {
                 s.restarts_in_a_row = s.restarts_in_a_row.saturating_add(1);
-                self.edit_svc(s.role, |x| x.restarts += 1);
+                self.edit_svc(&s.name, |x| x.restarts += 1);
                 self.printer.line(format!("restarted {}", s.name));
             }
             Err(e) => {
@@ -839,21 +951,21 @@ impl Monitor {
             lines.join("\n    ")
         ));
         record_error(&self.live, reason.clone());
-        self.edit_svc(s.role, |x| {
+        self.edit_svc(&s.name.clone(), |x| {
             x.crash_loop = Some(CrashLive {
                 reason,
                 at: now_text(),
                 last_lines: lines,
             })
         });
-        if s.role == self.primary {
+        if Some(s.role) == self.primary {
             hold(&self.routes, &self.live, Phase::Stopped, text::CRASH_LOOP);
         }
     }
 
     async fn probe(&self, base: &str, healthy: &mut bool, failures: &mut u32, svcs: &mut [Svc]) {
         let h = match self.primary {
-            Role::Ollama => health::probe_ollama(base).await,
+            Some(Role::Ollama) => health::probe_ollama(base).await,
             _ => health::probe(base).await,
         };
         edit(&self.live, |l| {
@@ -875,7 +987,8 @@ impl Monitor {
                 *healthy = true;
                 // The first time is announced by `webui up` itself ("ready at ...").
                 if snapshot(&self.live).ever_healthy {
-                    self.printer.line("Open WebUI answers again; forwarding");
+                    self.printer
+                        .line(format!("{} answers again; forwarding", self.who()));
                 }
                 edit(&self.live, |l| l.ever_healthy = true);
                 set_route(
@@ -892,13 +1005,22 @@ impl Monitor {
         *failures += 1;
         if *healthy && *failures >= POLL_FAILURES {
             *healthy = false;
+            let what = match &self.replica {
+                Some(_) => "no longer sending it requests",
+                None => "showing the starting page until it is back",
+            };
             self.printer.warn(format!(
-                "Open WebUI is not answering ({}); showing the starting page until it is back",
+                "{} is not answering ({}); {what}",
+                self.who(),
                 h.as_str()
             ));
             record_error(
                 &self.live,
-                format!("Open WebUI is not answering: {}", h.detail().unwrap_or("")),
+                format!(
+                    "{} is not answering: {}",
+                    self.who(),
+                    h.detail().unwrap_or("")
+                ),
             );
             hold(
                 &self.routes,

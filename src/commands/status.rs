@@ -10,8 +10,9 @@
 //!   "project": "default",            // the --project name, "default" without one
 //!   "healthy": true,                  // the exit status is 0 exactly when true
 //!   "containers": [{
-//!     "service": "open-webui",        // "open-webui" | "ollama"
+//!     "service": "open-webui",        // "open-webui" | "ollama" | "postgres" | "redis"
 //!     "name": "open-webui",           // container name
+//!     "replica": null,                // `up --replicas N` (N > 1): 1..N, else null
 //!     "id": "0123456789ab",           // short container id
 //!     "state": "running",             // Docker's state: created, running, restarting,
 //!                                     // exited, paused, dead, ...
@@ -55,6 +56,10 @@
 //!     "crash_loop_limit": "5/10m",
 //!     "last_errors": [{"at": "...", "message": "..."}],
 //!     "ever_healthy": true,
+//!     "replicas": [{"replica": 1, "container": "open-webui",   // only with --replicas N > 1:
+//!                   "upstream": "http://127.0.0.1:3000",       // each replica's view, and
+//!                   "state": "healthy", "detail": null,        // `state` above is the
+//!                   "health": {...}}],                         // site's (any replica healthy)
 //!     "certificates": [...]           // as in `webui cert status --json`
 //!   }
 //! }
@@ -95,6 +100,7 @@ pub struct Report {
 pub struct ContainerReport {
     pub service: String,
     pub name: String,
+    pub replica: Option<u32>,
     pub id: String,
     pub state: String,
     pub running: bool,
@@ -122,6 +128,10 @@ pub async fn run(global: &GlobalArgs, cmd: &StatusCmd, printer: Printer) -> anyh
     let paths = Paths::resolve(global);
     let project = Project::resolve(global.project.as_deref())?;
     let state = ProjectState::new(&paths.state_dir, &project);
+    // `up --swarm`: services and their tasks per node (commands/swarm.rs).
+    if let Some(code) = super::swarm::status(&project, cmd.json, &printer).await? {
+        return Ok(code);
+    }
     // The running supervisor's live view first; Docker's for the containers.
     let live = control::request(
         &control::socket_path(&paths.state_dir, project.key()),
@@ -238,6 +248,9 @@ pub async fn collect(
             service: role
                 .map(|r| r.as_str().to_string())
                 .unwrap_or_else(|| "?".into()),
+            replica: labels
+                .get(crate::docker::replicas::LABEL_REPLICA)
+                .and_then(|r| r.parse().ok()),
             name: c
                 .name
                 .clone()
@@ -264,7 +277,7 @@ pub async fn collect(
             upstream,
         });
     }
-    containers.sort_by(|a, b| a.service.cmp(&b.service));
+    containers.sort_by(|a, b| (&a.service, a.replica).cmp(&(&b.service, b.replica)));
     // Open WebUI, or for `up --ollama-only` the served Ollama, must be there.
     let healthy = containers.iter().any(|c| {
         c.service == Role::OpenWebui.as_str()
@@ -300,7 +313,11 @@ fn print_text(r: &Report, project: &Project, printer: &Printer) {
             Some(d) => format!("{} ({d})", c.health),
             None => c.health.clone(),
         };
-        printer.line(format!("{} ({}): {}, {health}", c.service, c.name, c.state));
+        let service = match c.replica {
+            Some(k) => format!("{} replica {k}", c.service),
+            None => c.service.clone(),
+        };
+        printer.line(format!("{service} ({}): {}, {health}", c.name, c.state));
         printer.line(format!("  image     {}", c.image));
         printer.line(format!(
             "  digest    {}",
@@ -423,10 +440,23 @@ fn print_live(v: &serde_json::Value, printer: &Printer) {
         head.push_str(", Docker engine not reachable");
     }
     printer.line(head);
+    for r in v["replicas"].as_array().into_iter().flatten() {
+        let mut line = format!(
+            "  replica {} ({}, {}): {}",
+            r["replica"],
+            s(&r["container"]),
+            s(&r["upstream"]),
+            s(&r["state"])
+        );
+        if let Some(d) = r["detail"].as_str() {
+            line.push_str(&format!(" ({d})"));
+        }
+        printer.line(line);
+    }
     for svc in v["services"].as_array().into_iter().flatten() {
         printer.line(format!(
             "  {}: {} exits ({} within the crash-loop limit {}), {} restarts by webui",
-            s(&svc["service"]),
+            s(&svc["container"]),
             svc["exits"],
             svc["recent_exits"],
             s(&v["crash_loop_limit"]),

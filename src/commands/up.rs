@@ -38,6 +38,7 @@ use crate::docker::ensure::{self, Plan};
 use crate::docker::health::{self, Health};
 use crate::docker::host::{self, ListenScope};
 use crate::docker::project::{ProjectState, RunInfo, SecretOrigin};
+use crate::docker::replicas::{self, Replica};
 use crate::docker::spec::{self, OpenWebuiInputs};
 use crate::docker::{self, Role, gpu, logs, pull};
 use crate::error::UserError;
@@ -212,24 +213,25 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     match outcome {
         Some(Ok(ready)) => {
             // 6. From here the monitor owns the route: health, events, restarts.
-            let mut roles = vec![Role::OpenWebui];
-            if matches!(up.ollama, OllamaMode::Bundled { .. }) {
-                roles.insert(0, Role::Ollama);
-            }
             let primary = if only { Role::Ollama } else { Role::OpenWebui };
-            roles.retain(|r| !only || *r == Role::Ollama);
-            let monitor = Monitor {
-                project: project.clone(),
-                roles,
-                primary,
-                upstream: upstream.clone(),
-                crash_loop,
-                routes: route_tx.clone(),
-                live: live.clone(),
-                printer,
-            };
-            // A native Ollama (`--ollama-only --ollama-url`) has no container to watch.
-            if !serve::native(&up) {
+            if !ready.replicas.is_empty() {
+                supervise_replicas(
+                    &sup, &ready, &project, crash_loop, &route_tx, &live, printer,
+                )
+                .await;
+            } else if !serve::native(&up) {
+                // A native Ollama (`--ollama-only --ollama-url`) has no container to watch.
+                let monitor = Monitor {
+                    project: project.clone(),
+                    roles: ready.roles.clone(),
+                    primary: Some(primary),
+                    replica: None,
+                    upstream: upstream.clone(),
+                    crash_loop,
+                    routes: route_tx.clone(),
+                    live: live.clone(),
+                    printer,
+                };
                 sup.spawn("the container monitor", false, |token| monitor.run(token));
             }
             let first = tokio::select! {
@@ -282,6 +284,76 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         project.flag()
     ));
     Ok(0)
+}
+
+/// `--replicas N` (N > 1): one monitor per replica, each writing its own route table
+/// (replica 1's also watches Ollama, Postgres and Redis: restarts, crash loops),
+/// `route::merge` making the site's table (`routes`, read by `admin::gate`) of them,
+/// and `supervisor::aggregate` keeping `live` (the control socket's `status`) the sum
+/// of the monitors' views. A replica that answers already starts out forwarded.
+async fn supervise_replicas(
+    sup: &Supervisor,
+    ready: &Ready,
+    project: &Project,
+    crash_loop: CrashLoop,
+    routes: &RouteTx,
+    live: &SharedLive,
+    printer: Printer,
+) {
+    let base = supervisor::snapshot(live);
+    let mut inners = Vec::new();
+    let mut parts = Vec::new();
+    for r in &ready.replicas {
+        let initial = match health::probe(&r.base()).await {
+            Health::Healthy => Route::forward(r.upstream()),
+            _ => Route::Hold(Hold {
+                phase: Phase::Starting,
+                detail: supervisor::text::WAITING.into(),
+            }),
+        };
+        let (tx, rx) = route::table(initial.clone());
+        let rlive: SharedLive = Arc::new(Mutex::new(Live {
+            pid: base.pid,
+            project: base.project.clone(),
+            started_at: base.started_at.clone(),
+            state: supervisor::upstream_state(&initial).to_string(),
+            upstream: r.base(),
+            crash_loop_limit: base.crash_loop_limit.clone(),
+            ..Default::default()
+        }));
+        let roles = match r.index {
+            1 => ready.roles.clone(),
+            _ => vec![Role::OpenWebui],
+        };
+        let monitor = Monitor {
+            project: project.clone(),
+            roles,
+            primary: Some(Role::OpenWebui),
+            replica: Some(r.name.clone()),
+            upstream: r.upstream(),
+            crash_loop,
+            routes: tx,
+            live: rlive.clone(),
+            printer,
+        };
+        sup.spawn("a replica's monitor", false, |token| monitor.run(token));
+        inners.push(rx);
+        parts.push(supervisor::ReplicaPart {
+            replica: r.index,
+            container: r.name.clone(),
+            upstream: r.base(),
+            live: rlive,
+        });
+    }
+    let out = routes.clone();
+    sup.spawn("merging the replicas' routes", false, |token| async move {
+        route::merge(inners, out, token).await;
+        Ok(())
+    });
+    let (main, site) = (live.clone(), routes.subscribe());
+    sup.spawn("the replicas' status", false, |token| {
+        supervisor::aggregate(main, parts, site, token)
+    });
 }
 
 /// Beyond the proxy's own drain timeout, how long the other tasks may take to stop.
@@ -490,6 +562,10 @@ struct Ready {
     public_url: String,
     container: String,
     upstream: String,
+    /// The roles the monitor of replica 1 (or the single Open WebUI) watches.
+    roles: Vec<Role>,
+    /// `--replicas N` (N > 1): every replica, replica 1 first; empty otherwise.
+    replicas: Vec<Replica>,
 }
 
 /// What `bring_up` works with.
@@ -518,16 +594,45 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     let up = c.up;
     let printer = c.printer;
     let bundled = matches!(up.ollama, OllamaMode::Bundled { .. });
+    // `--replicas N`: Postgres and Redis; a project once on Postgres stays there
+    // (scaling back to 1 keeps the data where it is).
+    let scaled = up.replicas > 1;
+    let postgres_before = c.state.postgres_password_path().exists();
+    let on_postgres = scaled || postgres_before;
     let mut roles = vec![Role::OpenWebui];
+    if scaled {
+        roles.insert(0, Role::Redis);
+    }
+    if on_postgres {
+        roles.insert(0, Role::Postgres);
+    }
     if bundled {
         roles.insert(0, Role::Ollama);
     }
-    let (docker, gpus, plan) = engine(c, &roles, bundled).await?;
+    let layout = replicas::layout(c.project, up.port, up.replicas)
+        .ok_or_else(|| UserError::new("--port leaves no room for the replicas' ports"))?;
+    let extra: Vec<String> = layout.iter().skip(1).map(|r| r.name.clone()).collect();
+    let (docker, gpus, plan) = engine(c, &roles, &extra, bundled).await?;
     check_port(
         up.port,
         "Open WebUI (--port)",
         plan.containers.get(&Role::OpenWebui),
     )?;
+    for r in layout.iter().skip(1) {
+        check_port(
+            r.port,
+            &format!("Open WebUI replica {} (--port + {})", r.index, r.index - 1),
+            plan.replicas.get(&r.name),
+        )?;
+    }
+    if scaled && !postgres_before && plan.data_existed {
+        replicas::refuse_sqlite_users(
+            plan.containers.get(&Role::OpenWebui),
+            &spec::Names::new(c.project).open_webui_volume,
+            up.replicas,
+        )
+        .await?;
+    }
     if bundled && up.network == NetworkMode::Host {
         check_port(
             spec::OLLAMA_PORT,
@@ -558,6 +663,20 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     let ollama_image = match &up.ollama {
         OllamaMode::Bundled { image } => Some(pull_showing(c, &docker, image, "Ollama").await?),
         _ => None,
+    };
+    // Postgres keeps the image its container runs unless one is given: its data
+    // directory belongs to that major version.
+    let postgres_ref = match plan.containers.get(&Role::Postgres) {
+        Some(old) if !up.postgres_image_set && old.managed_by().is_some() => old.image.clone(),
+        _ => up.postgres_image.clone(),
+    };
+    let postgres_image = match on_postgres {
+        true => Some(pull_showing(c, &docker, &postgres_ref, "Postgres").await?),
+        false => None,
+    };
+    let redis_image = match scaled {
+        true => Some(pull_showing(c, &docker, &up.redis_image, "Redis").await?),
+        false => None,
     };
 
     let from_container = match plan.containers.get(&Role::OpenWebui) {
@@ -609,6 +728,14 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
         extra_env: c.extra_env.clone(),
         gpus: gpus && (up.gpu == crate::cli::GpuMode::All || up.image.contains("cuda")),
     });
+    let postgres_password = match on_postgres {
+        true => Some(c.state.postgres_password()?),
+        false => None,
+    };
+    let ow = match &postgres_password {
+        Some(pw) => replicas::with_scale_env(ow, &replicas::scale_env(pw, scaled)),
+        None => ow,
+    };
     let ow = docker::pin::keep_running(
         &docker,
         c.state,
@@ -632,13 +759,71 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
             None => o,
         });
     }
-    specs.push(ow.clone());
+    if let (Some(img), Some(pw)) = (&postgres_image, &postgres_password) {
+        specs.push(replicas::postgres(
+            c.project,
+            &postgres_ref,
+            &img.id,
+            img.digest.as_deref(),
+            pw,
+        ));
+    }
+    if let Some(img) = &redis_image {
+        specs.push(replicas::redis(
+            c.project,
+            &up.redis_image,
+            &img.id,
+            img.digest.as_deref(),
+        ));
+    }
+    // Replica 1 is today's container; with N > 1 labelled as replica 1.
+    let ow = replicas::replica_spec(&ow, &layout[0], scaled);
 
     warn_persistent_config(c, &plan, &ow);
     let_running_start_finish(&docker, &plan, &ow, up, printer).await;
 
     supervisor::hold(routes, live, Phase::Starting, supervisor::text::WAITING);
-    let outcomes = ensure::apply(&docker, c.project, &plan, &specs, printer).await?;
+    // Ollama, Postgres and Redis first (with the network and volumes); Open WebUI
+    // once its database accepts connections.
+    let mut outcomes = ensure::apply(&docker, c.project, &plan, &specs, printer).await?;
+    if on_postgres {
+        let pg = spec::Names::new(c.project).postgres;
+        replicas::wait_postgres(&docker, &pg, POSTGRES_START).await?;
+    }
+    let later = Plan {
+        containers: plan.containers.clone(),
+        replicas: plan.replicas.clone(),
+        ..Default::default()
+    };
+    outcomes.extend(
+        ensure::apply(
+            &docker,
+            c.project,
+            &later,
+            std::slice::from_ref(&ow),
+            printer,
+        )
+        .await?,
+    );
+    if scaled {
+        // Replica 1 runs the migrations; the others start once it is healthy.
+        let mut ignore = |_: Duration| {};
+        health::wait(
+            &docker,
+            &ow.name,
+            &layout[0].base(),
+            up.health_timeout,
+            printer,
+            &mut ignore,
+        )
+        .await?;
+        let rest: Vec<spec::ContainerSpec> = layout
+            .iter()
+            .skip(1)
+            .map(|r| replicas::replica_spec(&ow, r, true))
+            .collect();
+        ensure::apply(&docker, c.project, &later, &rest, printer).await?;
+    }
     c.state.record_adopted(&plan.adopted)?;
     c.state
         .record_persistent_values(&spec::persistent_values(&ow))?;
@@ -649,15 +834,21 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     let kept_running = outcomes
         .iter()
         .any(|(name, o)| *name == ow.name && *o == ensure::Outcome::Kept { started: false });
-    if kept_running && health::probe(&upstream).await == Health::Healthy {
+    if !scaled && kept_running && health::probe(&upstream).await == Health::Healthy {
         supervisor::set_route(routes, live, Route::forward(up.upstream()));
     }
     Ok(Ready {
         public_url,
         container: ow.name.clone(),
         upstream,
+        roles,
+        replicas: if scaled { layout } else { Vec::new() },
     })
 }
+
+/// How long a new Postgres may take to accept connections (its first start
+/// initialises the database).
+const POSTGRES_START: Duration = Duration::from_secs(120);
 
 /// Recreating Open WebUI while it is still starting could interrupt a database
 /// migration (PITFALLS 16): when its spec changed and the running container is not
@@ -799,7 +990,7 @@ fn warn_persistent_config(c: &Ctx<'_>, plan: &Plan, ow: &spec::ContainerSpec) {
     ));
 }
 
-fn load_env(up: &UpSettings) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn load_env(up: &UpSettings) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     if let Some(p) = &up.env_file {
         let text = std::fs::read_to_string(p)
@@ -810,7 +1001,10 @@ fn load_env(up: &UpSettings) -> anyhow::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn load_openai_key(up: &UpSettings, printer: &Printer) -> anyhow::Result<Option<String>> {
+pub(crate) fn load_openai_key(
+    up: &UpSettings,
+    printer: &Printer,
+) -> anyhow::Result<Option<String>> {
     let Some(p) = &up.openai_key_file else {
         return Ok(None);
     };
@@ -841,6 +1035,7 @@ pub(crate) fn read_flag_file(
 async fn engine(
     c: &Ctx<'_>,
     roles: &[Role],
+    extra_replicas: &[String],
     ollama: bool,
 ) -> anyhow::Result<(bollard::Docker, bool, Plan)> {
     let docker = docker::connect().await?;
@@ -857,6 +1052,7 @@ async fn engine(
         c.project,
         c.up.network,
         roles,
+        extra_replicas,
         c.up.adopt,
         &c.state.adopted(),
     )
@@ -899,9 +1095,11 @@ async fn bring_up_ollama(c: &Ctx<'_>) -> anyhow::Result<Ready> {
             public_url,
             container: upstream.clone(),
             upstream,
+            roles: vec![],
+            replicas: vec![],
         });
     };
-    let (docker, gpus, plan) = engine(c, &[Role::Ollama], true).await?;
+    let (docker, gpus, plan) = engine(c, &[Role::Ollama], &[], true).await?;
     check_port(
         served.port,
         "Ollama (--ollama-port)",
@@ -934,6 +1132,8 @@ async fn bring_up_ollama(c: &Ctx<'_>) -> anyhow::Result<Ready> {
         public_url,
         container: o.name.clone(),
         upstream,
+        roles: vec![Role::Ollama],
+        replicas: vec![],
     })
 }
 

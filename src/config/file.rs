@@ -58,6 +58,9 @@ pub struct FileConfig {
     pub behind_proxy: Option<bool>,
     pub admin_email: Option<String>,
     pub admin_name: Option<String>,
+    pub replicas: Option<u32>,
+    pub postgres_image: Option<String>,
+    pub redis_image: Option<String>,
     // `webui version --check`
     pub release_url: Option<String>,
     /// The file this came from and the keys it set, so a bad value can be traced

@@ -138,6 +138,15 @@ pub struct UpSettings {
     pub serve_ollama: Option<ServeOllama>,
     /// `--ollama-token` / `--ollama-token-file`: the remote Ollama's bearer token.
     pub ollama_token: Option<TokenSource>,
+    /// `--replicas`: Open WebUI containers, 1 (today's single one) or more.
+    pub replicas: u32,
+    /// Images of Postgres and Redis (used with replicas > 1 or a Postgres database).
+    /// Postgres: the default unless `postgres_image_set`; when not set, `up` keeps
+    /// the image the existing container runs (its data directory belongs to that
+    /// major version).
+    pub postgres_image: String,
+    pub postgres_image_set: bool,
+    pub redis_image: String,
 }
 
 /// An Ollama API served over HTTPS with a bearer token.
@@ -327,6 +336,39 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
         None => DEFAULT_HEALTH_TIMEOUT,
     };
 
+    let replicas = pick(&cli.replicas, &file.replicas).unwrap_or(1);
+    if replicas == 0 || replicas > crate::docker::replicas::MAX_REPLICAS {
+        return Err(err(format!(
+            "--replicas {replicas} is out of range: give 1 (one Open WebUI, the default) up to {} on one host",
+            crate::docker::replicas::MAX_REPLICAS
+        )));
+    }
+    if replicas > 1 && network == NetworkMode::Host {
+        return Err(UserError::new(format!(
+            "--replicas {replicas} needs --network bridge: with the host network every replica would listen on the same port"
+        ))
+        .hint("drop --network host (replicas are published on 127.0.0.1 only), or run one replica")
+        .into());
+    }
+    if replicas > 1 && serve_ollama.as_ref().is_some_and(|s| s.only) {
+        return Err(err(
+            "--replicas runs several Open WebUI containers; --ollama-only runs none",
+        ));
+    }
+    if replicas > 1 && u32::from(port) + replicas - 1 > u32::from(u16::MAX) {
+        return Err(err(format!(
+            "--port {port} leaves no room for {replicas} replicas (they use --port, --port + 1, ...); pick a lower --port"
+        )));
+    }
+    let postgres_image = pick(&cli.postgres_image, &file.postgres_image);
+    let postgres_image_set = postgres_image.is_some();
+    let postgres_image = postgres_image
+        .unwrap_or_else(|| crate::docker::replicas::DEFAULT_POSTGRES_IMAGE.to_string());
+    check_image("--postgres-image", &postgres_image)?;
+    let redis_image = pick(&cli.redis_image, &file.redis_image)
+        .unwrap_or_else(|| crate::docker::replicas::DEFAULT_REDIS_IMAGE.to_string());
+    check_image("--redis-image", &redis_image)?;
+
     Ok(UpSettings {
         image,
         pull,
@@ -343,6 +385,10 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
         adopt: cli.adopt,
         serve_ollama,
         ollama_token,
+        replicas,
+        postgres_image,
+        postgres_image_set,
+        redis_image,
     })
 }
 

@@ -355,7 +355,7 @@ async fn download(docker: &Docker, container: &str, path: &str, to: &Path) -> an
 }
 
 /// Runs `cmd` in the running `container`; its exit code, `None` when it could not run.
-async fn exec(docker: &Docker, container: &str, cmd: Vec<&str>) -> Option<i64> {
+pub(crate) async fn exec(docker: &Docker, container: &str, cmd: Vec<&str>) -> Option<i64> {
     let created = docker
         .create_exec(
             container,

@@ -203,7 +203,10 @@ pub struct Plan {
     pub containers: BTreeMap<Role, Existing>,
     /// Names of unmanaged volumes and networks used because of --adopt (to record).
     pub adopted: Vec<String>,
-    /// A managed Ollama container no longer wanted (no --ollama now).
+    /// Existing replicas 2..N (`up --replicas`), by container name.
+    pub replicas: BTreeMap<String, Existing>,
+    /// Managed containers no longer wanted: Ollama without --ollama now, Postgres or
+    /// Redis without replicas, replicas beyond --replicas. Removed; volumes stay.
     pub unwanted: Vec<Existing>,
     /// True when Open WebUI's data volume existed before this run.
     pub data_existed: bool,
@@ -239,6 +242,7 @@ pub async fn preflight(
     project: &Project,
     network: NetworkMode,
     roles: &[Role],
+    extra_replicas: &[String],
     adopt: bool,
     adopted_before: &[String],
 ) -> anyhow::Result<Plan> {
@@ -293,7 +297,7 @@ pub async fn preflight(
         }
     }
 
-    for role in [Role::OpenWebui, Role::Ollama] {
+    for role in [Role::OpenWebui, Role::Ollama, Role::Postgres, Role::Redis] {
         if roles.contains(&role) {
             continue;
         }
@@ -303,6 +307,38 @@ pub async fn preflight(
             plan.unwanted.push(c);
         }
     }
+
+    // Replicas 2..N: only ever webui's own (they have no name from the docs).
+    for name in extra_replicas {
+        if let Some(c) = inspect_container(docker, name, spec::OPENWEBUI_DATA).await? {
+            match c.managed_by() {
+                Some(p) if p == project.key() => {}
+                Some(p) => return Err(other_project("container", name, p)),
+                None => {
+                    let what = format!(" (image {}, {})", c.image, c.status);
+                    return Err(refuse("container", name, &what, project));
+                }
+            }
+            plan.replicas.insert(name.clone(), c);
+        }
+    }
+    // Replicas beyond --replicas (scaling down): removed, the shared volume stays.
+    for c in list_managed(docker, project).await? {
+        let labels = c.labels.unwrap_or_default();
+        let name = c
+            .names
+            .and_then(|n| n.first().cloned())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        if labels.get(spec::LABEL_ROLE).map(String::as_str) == Some(Role::OpenWebui.as_str())
+            && labels.contains_key(super::replicas::LABEL_REPLICA)
+            && name != names.open_webui
+            && !extra_replicas.contains(&name)
+            && let Some(e) = inspect_container(docker, &name, spec::OPENWEBUI_DATA).await?
+        {
+            plan.unwanted.push(e);
+        }
+    }
     Ok(plan)
 }
 
@@ -310,6 +346,8 @@ pub fn data_target(role: Role) -> &'static str {
     match role {
         Role::OpenWebui => spec::OPENWEBUI_DATA,
         Role::Ollama => spec::OLLAMA_DATA,
+        Role::Postgres => super::replicas::POSTGRES_DATA,
+        Role::Redis => super::replicas::REDIS_DATA,
     }
 }
 
@@ -363,10 +401,13 @@ pub async fn apply(
     let names = Names::new(project);
     for c in &plan.unwanted {
         stop_and_remove(docker, &c.name).await?;
-        printer.line(format!(
-            "removed {} (no longer wanted; its volume stays)",
-            c.name
-        ));
+        let volume = match &c.data_mount {
+            Some(DataMount::Volume(_)) if c.labels.contains_key(super::replicas::LABEL_REPLICA) => {
+                "the shared data volume stays"
+            }
+            _ => "its volume stays",
+        };
+        printer.line(format!("removed {} (no longer wanted; {volume})", c.name));
     }
     if plan.create_network {
         docker
@@ -395,7 +436,11 @@ pub async fn apply(
 
     let mut outcomes = Vec::new();
     for s in specs {
-        let outcome = ensure_container(docker, s, plan.containers.get(&s.role)).await?;
+        let existing = match plan.containers.get(&s.role) {
+            Some(c) if c.name == s.name => Some(c),
+            _ => plan.replicas.get(&s.name),
+        };
+        let outcome = ensure_container(docker, s, existing).await?;
         let short = |id: &str| spec::short_id(id);
         match &outcome {
             Outcome::Created => printer.line(format!("created {} ({})", s.name, s.image)),

@@ -32,6 +32,8 @@ pub enum Event {
     Disconnected(String),
     Container {
         role: Role,
+        /// The container's name at the time of the event.
+        name: String,
         id: String,
         action: Action,
     },
@@ -124,9 +126,15 @@ pub async fn watch(project: Project, tx: mpsc::Sender<Event>, cancel: Cancellati
                             let action = msg.action.as_deref().and_then(|a| {
                                 Action::parse(a, attrs.get("exitCode").map(String::as_str))
                             });
+                            let name = attrs.get("name").cloned().unwrap_or_default();
                             if let (Some(role), Some(action), Some(id)) = (role, action, actor.id)
                                 && tx
-                                    .send(Event::Container { role, id, action })
+                                    .send(Event::Container {
+                                        role,
+                                        name,
+                                        id,
+                                        action,
+                                    })
                                     .await
                                     .is_err()
                             {

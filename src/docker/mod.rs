@@ -36,6 +36,7 @@ pub mod logs;
 pub mod pin;
 pub mod project;
 pub mod pull;
+pub mod replicas;
 pub mod spec;
 pub mod update;
 
@@ -47,6 +48,10 @@ pub use connect::connect;
 pub enum Role {
     OpenWebui,
     Ollama,
+    /// `up --replicas N` (N > 1) or a database moved by `migrate-db`.
+    Postgres,
+    /// `up --replicas N` (N > 1): websockets and shared state.
+    Redis,
 }
 
 impl Role {
@@ -55,6 +60,8 @@ impl Role {
         match self {
             Role::OpenWebui => "open-webui",
             Role::Ollama => "ollama",
+            Role::Postgres => "postgres",
+            Role::Redis => "redis",
         }
     }
 
@@ -62,6 +69,8 @@ impl Role {
         match s {
             "open-webui" => Some(Role::OpenWebui),
             "ollama" => Some(Role::Ollama),
+            "postgres" => Some(Role::Postgres),
+            "redis" => Some(Role::Redis),
             _ => None,
         }
     }

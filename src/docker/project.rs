@@ -10,6 +10,8 @@
 //!     persistent.json   the PersistentConfig values (WEBUI_URL, OLLAMA_BASE_URL, OpenAI
 //!                       URL, key hash) Open WebUI was last started with
 //!     run.json          the running `webui up`: pid, listeners, upstream; removed on exit
+//!     postgres_password the Postgres password of `up --replicas` (and `migrate-db`), one
+//!                       line, mode 0600; generated once, never regenerated
 //! ```
 //!
 //! Nothing here deletes anything except [`ProjectState::purge`], which only
@@ -116,6 +118,34 @@ impl ProjectState {
         self.ensure_dir()?;
         write_private(&self.secret_path(), format!("{key}\n").as_bytes())?;
         Ok((key, origin))
+    }
+
+    pub fn postgres_password_path(&self) -> PathBuf {
+        self.dir.join("postgres_password")
+    }
+
+    /// The project's Postgres password: the stored one, else 32 random bytes in hex,
+    /// written once (0600). A corrupt or world-readable file is an error, never
+    /// replaced: the database was initialised with it.
+    pub fn postgres_password(&self) -> anyhow::Result<String> {
+        let path = self.postgres_password_path();
+        if path.exists() {
+            let text = String::from_utf8(read_private(&path)?).unwrap_or_default();
+            let pw = text.trim_end_matches(['\n', '\r']);
+            if !valid_secret(pw) || !pw.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(UserError::new(format!(
+                    "{} is corrupt: it must hold the Postgres password on one line",
+                    path.display()
+                ))
+                .hint("restore it from your backup: the database in the postgres volume was initialised with it")
+                .into());
+            }
+            return Ok(pw.to_string());
+        }
+        let pw = generate_secret()?;
+        self.ensure_dir()?;
+        write_private(&path, format!("{pw}\n").as_bytes())?;
+        Ok(pw)
     }
 
     /// Names taken over with `--adopt`.

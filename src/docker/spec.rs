@@ -95,6 +95,9 @@ pub struct Names {
     pub open_webui_volume: String,
     pub ollama: String,
     pub ollama_volume: String,
+    /// `up --replicas`: Postgres and Redis (container and volume share the name).
+    pub postgres: String,
+    pub redis: String,
 }
 
 impl Names {
@@ -105,6 +108,8 @@ impl Names {
             open_webui_volume: project.prefixed(Role::OpenWebui.as_str()),
             ollama: project.prefixed(Role::Ollama.as_str()),
             ollama_volume: project.prefixed(Role::Ollama.as_str()),
+            postgres: project.prefixed(Role::Postgres.as_str()),
+            redis: project.prefixed(Role::Redis.as_str()),
         }
     }
 
@@ -112,6 +117,8 @@ impl Names {
         match role {
             Role::OpenWebui => &self.open_webui,
             Role::Ollama => &self.ollama,
+            Role::Postgres => &self.postgres,
+            Role::Redis => &self.redis,
         }
     }
 
@@ -119,6 +126,8 @@ impl Names {
         match role {
             Role::OpenWebui => &self.open_webui_volume,
             Role::Ollama => &self.ollama_volume,
+            Role::Postgres => &self.postgres,
+            Role::Redis => &self.redis,
         }
     }
 }
