@@ -125,11 +125,7 @@ pub enum Command {
         webui proxy --upstream http://127.0.0.1:8080\n  \
         # with your own certificate (full chain) on non-default ports\n  \
         webui proxy --upstream http://127.0.0.1:3000 --tls-cert fullchain.pem --tls-key key.pem \\\n      \
-        --listen 0.0.0.0:8443 --http-listen 0.0.0.0:8080\n  \
-        # balanced across three Open WebUI replicas (or every task of a Swarm service)\n  \
-        webui proxy --upstream http://10.0.0.11:8080 --upstream http://10.0.0.12:8080 \\\n      \
-        --upstream http://10.0.0.13:8080\n  \
-        webui proxy --upstream http://tasks.open-webui:8080")]
+        --listen 0.0.0.0:8443 --http-listen 0.0.0.0:8080")]
     Proxy(ProxyCmd),
 
     /// Run Open WebUI (and optionally Ollama) in Docker and serve it over HTTPS
@@ -306,12 +302,9 @@ pub enum TokenAction {
 
 #[derive(Debug, Args)]
 pub struct ProxyCmd {
-    /// Where Open WebUI answers, e.g. http://127.0.0.1:8080. Repeat it (or separate
-    /// with commas) for replicas: requests are balanced across them. A host name that
-    /// resolves to several addresses (Swarm's tasks.<service>) counts as one upstream
-    /// per address, re-resolved every 2 s
-    #[arg(long, env = "WEBUI_UPSTREAM", value_name = "URL", value_delimiter = ',')]
-    pub upstream: Vec<String>,
+    /// Where Open WebUI answers, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "WEBUI_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
 
     #[command(flatten)]
     pub proxy: ProxyArgs,
@@ -607,6 +600,20 @@ pub struct UpCmd {
     /// for nginx, Apache or Caddy (--domain names the site)
     #[arg(long, env = "WEBUI_BEHIND_PROXY", num_args = 0..=1, default_missing_value = "true")]
     pub behind_proxy: Option<bool>,
+
+    /// Run this many Open WebUI containers behind the proxy (N > 1 adds a Postgres
+    /// and a Redis container; an install with SQLite users needs
+    /// `webui migrate-db --to postgres` first) [default: 1]
+    #[arg(long, env = "WEBUI_REPLICAS", value_name = "N")]
+    pub replicas: Option<u32>,
+
+    /// Postgres image for --replicas [default: postgres:17]
+    #[arg(long, env = "WEBUI_POSTGRES_IMAGE", value_name = "IMAGE")]
+    pub postgres_image: Option<String>,
+
+    /// Redis image for --replicas [default: redis:7]
+    #[arg(long, env = "WEBUI_REDIS_IMAGE", value_name = "IMAGE")]
+    pub redis_image: Option<String>,
 
     /// Run as the systemd service instead of in the foreground: install or restart it,
     /// wait until Open WebUI is healthy, print the URL and return
