@@ -346,11 +346,18 @@ mod tests {
         let inflight = Inflight::default();
         let a: Uri = "http://10.0.0.5:8080".parse().expect("uri");
         let a_slash: Uri = "http://10.0.0.5:8080/".parse().expect("uri");
-        assert!(inflight.wait_idle(&a, Duration::ZERO).await, "unknown is idle");
+        assert!(
+            inflight.wait_idle(&a, Duration::ZERO).await,
+            "unknown is idle"
+        );
         let first = RequestGuard::new(inflight.counts(&a));
         let second = RequestGuard::new(inflight.counts(&a_slash));
         let tunnel = TunnelGuard::new(inflight.counts(&a));
-        assert_eq!(inflight.count(&a_slash), 2, "same upstream with or without /");
+        assert_eq!(
+            inflight.count(&a_slash),
+            2,
+            "same upstream with or without /"
+        );
         assert_eq!(inflight.tunnels(&a), 1);
         assert!(!inflight.wait_idle(&a, Duration::from_millis(50)).await);
         drop(first);

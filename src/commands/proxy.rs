@@ -12,14 +12,19 @@ use crate::cli::{GlobalArgs, ProxyCmd};
 use crate::config::{Paths, resolve};
 use crate::control::{self, InstanceLock};
 use crate::output::Printer;
-use crate::proxy::{Bound, Proxy};
+use crate::proxy::{Bound, Proxy, dns};
 use crate::route::{self, Route};
 use crate::supervisor::{self, Live, SharedLive, Supervisor};
 
 pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyhow::Result<u8> {
     let paths = Paths::resolve(global);
     let file = paths.load_file()?;
-    let upstream = resolve::upstream(cmd.upstream.as_deref(), &file)?;
+    let upstreams = resolve::upstreams(&cmd.upstream, &file)?;
+    let upstream = upstreams
+        .iter()
+        .map(|u| u.to_string().trim_end_matches('/').to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let settings = resolve::proxy(&cmd.proxy, &file)?;
 
     // Validate operator-provided files, then bind, before writing anything anywhere.
@@ -35,7 +40,12 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         printer.line(format!("listening on http://{addr} (redirects to https)"));
     }
 
-    let (_tx, routes) = route::table(Route::forward(upstream.clone()));
+    // Names (Swarm's tasks.<service>) are balanced across all their addresses.
+    let known = dns::resolve_all(&upstreams).await;
+    let Some(first) = dns::upstreams(&upstreams, &known) else {
+        anyhow::bail!("no upstream");
+    };
+    let (routes_tx, routes) = route::table(Route::Forward(first));
     let sup = Supervisor::new();
     crate::signal::cancel_on_signal(sup.token())?;
     let drain = settings.drain_timeout + std::time::Duration::from_secs(5);
@@ -44,7 +54,7 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         project: control::PROXY_PROJECT.to_string(),
         started_at: supervisor::now_text(),
         state: "healthy".into(),
-        upstream: upstream.to_string().trim_end_matches('/').to_string(),
+        upstream: upstream.clone(),
         https: bound.https_addrs().iter().map(|a| a.to_string()).collect(),
         http: bound.http_addrs().iter().map(|a| a.to_string()).collect(),
         ..Default::default()
@@ -59,6 +69,15 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         inflight: route::Inflight::default(),
     };
     sup.spawn("the proxy", true, |token| proxy.run(bound, token));
+    if upstreams.iter().any(dns::is_name) {
+        let token = sup.token().child_token();
+        sup.tracker().spawn(dns::follow(
+            upstreams.clone(),
+            known,
+            routes_tx.clone(),
+            token,
+        ));
+    }
     let renew = match site
         .start(http_port, sup.token().child_token(), sup.tracker())
         .await

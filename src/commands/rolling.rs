@@ -413,13 +413,14 @@ impl Roll<'_> {
                 .ok_or_else(|| anyhow::anyhow!("replica {} vanished from the report", f.index))?;
             match result {
                 Ok(()) => slot.outcome = "updated",
-                Err(Failed { why, rolled_back }) => {
+                Err(failed) => {
+                    let rolled_back = &failed.rolled_back;
                     slot.outcome = if rolled_back.is_ok() {
                         "rolled-back"
                     } else {
                         "failed"
                     };
-                    return Err(self.stopped(found, reports, f, why, rolled_back, dump.as_deref()));
+                    return Err(self.stopped(found, reports, f, failed, dump.as_deref()));
                 }
             }
         }
@@ -545,6 +546,7 @@ impl Roll<'_> {
             let _ = self.ask(link, format!("replica-updated {}", f.index)).await;
             return Err(Failed {
                 why: e,
+                logs: None,
                 rolled_back: Ok(()),
             });
         }
@@ -559,6 +561,7 @@ impl Roll<'_> {
             let back = self.restore(link, f, &aside, who).await;
             return Err(Failed {
                 why: e,
+                logs: None,
                 rolled_back: back,
             });
         }
@@ -596,16 +599,12 @@ impl Roll<'_> {
         }
         .await;
         if let Err(why) = attempt {
-            let text = crate::error::render(&why)
-                .trim_start_matches("error: ")
-                .to_string();
-            self.printer
-                .warn(format!("{who}: the new version did not come up: {text}"));
-            let log = super::update::save_logs(self.docker, &f.name, self.state).await;
-            let why = match log {
-                Some(p) => why.context(format!("its logs are saved in {}", p.display())),
-                None => why,
-            };
+            // The full reason with the last log lines once; the error says it short.
+            self.printer.warn(format!(
+                "{who}: the new version did not come up: {}",
+                why.root_cause()
+            ));
+            let logs = super::update::save_logs(self.docker, &f.name, self.state).await;
             let back = async {
                 dupdate::stop(self.docker, &f.name).await?;
                 dupdate::remove(self.docker, &f.name).await?;
@@ -614,6 +613,7 @@ impl Roll<'_> {
             .await;
             return Err(Failed {
                 why,
+                logs,
                 rolled_back: back,
             });
         }
@@ -624,6 +624,7 @@ impl Roll<'_> {
         }
         self.rejoin(link, f, who).await.map_err(|e| Failed {
             why: e,
+            logs: None,
             rolled_back: Ok(()),
         })?;
         self.printer
@@ -658,13 +659,15 @@ impl Roll<'_> {
         found: &[Found],
         reports: &[ReplicaReport],
         f: &Found,
-        why: anyhow::Error,
-        rolled_back: anyhow::Result<()>,
+        failed: Failed,
         dump: Option<&Path>,
     ) -> anyhow::Error {
-        let why_text = crate::error::render(&why)
-            .trim_start_matches("error: ")
-            .to_string();
+        let why_text = short(&failed.why);
+        let logs = failed
+            .logs
+            .as_ref()
+            .map(|p| format!("the failed version's logs are in {}; ", p.display()))
+            .unwrap_or_default();
         let on_target: Vec<String> = reports
             .iter()
             .filter(|r| matches!(r.outcome, "updated" | "up-to-date"))
@@ -703,8 +706,12 @@ impl Roll<'_> {
                 )
             })
             .unwrap_or_default();
+        let back = match reports.iter().any(|r| r.outcome == "updated") {
+            true => format!(", or go back with `webui{flag} update --image {from}`"),
+            false => String::new(),
+        };
         let hint = format!(
-            "fix the cause and run `webui{flag} update --image {}` again (replicas already on it are skipped), or go back with `webui{flag} update --image {from}`; `webui{flag} status` shows every replica{before}",
+            "{logs}fix the cause and run `webui{flag} update --image {}` again (replicas already on it are skipped){back}; `webui{flag} status` shows every replica{before}",
             self.target.image
         );
         let record = |outcome: &str, detail: String| {
@@ -717,13 +724,12 @@ impl Roll<'_> {
             };
             let _ = crate::docker::pin::History::update(self.state, |h| h.last_update = Some(rec));
         };
-        match rolled_back {
+        match failed.rolled_back {
             Ok(()) => {
                 let msg = format!(
-                    "the rolling update to {} stopped at replica {} ({}): {why_text}; {} was put back; {}",
+                    "the rolling update to {} stopped at replica {} ({}): {why_text}; {}",
                     self.target.shown,
                     f.index,
-                    f.name,
                     f.name,
                     runs.join("; ")
                 );
@@ -864,9 +870,22 @@ pub async fn dump_database(
     Ok(path)
 }
 
+/// An error in one line: its chain without hints, before any log lines.
+fn short(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .split_once("; its last log lines")
+        .map_or(first, |(head, _)| head)
+        .trim_end_matches(':')
+        .to_string()
+}
+
 /// A replica that did not make it, and whether its old container runs again.
 struct Failed {
     why: anyhow::Error,
+    /// Where the failed new container's last log lines were saved.
+    logs: Option<PathBuf>,
     rolled_back: anyhow::Result<()>,
 }
 
@@ -904,6 +923,21 @@ mod tests {
             phase,
             detail: String::new(),
         })
+    }
+
+    #[test]
+    fn failures_are_told_in_one_line_without_log_lines_or_hints() {
+        let e: anyhow::Error = UserError::new(
+            "p-open-webui did not become healthy within 10s; its last log lines:\n    GET /health 503",
+        )
+        .hint("see its logs")
+        .into();
+        assert_eq!(short(&e), "p-open-webui did not become healthy within 10s");
+        let e = anyhow::anyhow!("engine said no").context("cannot stop container p-open-webui-2");
+        assert_eq!(
+            short(&e),
+            "cannot stop container p-open-webui-2: engine said no"
+        );
     }
 
     #[test]

@@ -144,6 +144,22 @@ pub fn upstream(cli: Option<&str>, file: &FileConfig) -> anyhow::Result<Uri> {
     values::upstream(&s).map_err(err)
 }
 
+/// Resolves the upstreams of `webui proxy`: every `--upstream` given (in order, each
+/// once), else the file's `upstream`.
+pub fn upstreams(cli: &[String], file: &FileConfig) -> anyhow::Result<Vec<Uri>> {
+    if cli.is_empty() {
+        return Ok(vec![upstream(None, file)?]);
+    }
+    let mut out: Vec<Uri> = Vec::with_capacity(cli.len());
+    for s in cli {
+        let u = values::upstream(s.trim()).map_err(err)?;
+        if !out.contains(&u) {
+            out.push(u);
+        }
+    }
+    Ok(out)
+}
+
 /// Resolves the proxy's settings. `cli` already holds env values (clap merges them).
 pub fn proxy(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySettings> {
     proxy_settings(cli, file).map_err(|e| file.blame(e))
@@ -579,5 +595,24 @@ mod tests {
         );
         let e = upstream(None, &FileConfig::default()).unwrap_err();
         assert!(crate::error::render(&e).contains("--upstream http://"));
+    }
+
+    #[test]
+    fn upstreams_are_every_flag_once_in_order_or_the_file() {
+        let f = file("upstream = \"http://10.0.0.2:8080\"\n");
+        let names = |v: Vec<Uri>| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(upstreams(&[], &f).unwrap()), ["http://10.0.0.2:8080/"]);
+        let cli = ["http://a:1", "http://b:2", "http://a:1"].map(String::from);
+        assert_eq!(
+            names(upstreams(&cli, &f).unwrap()),
+            ["http://a:1/", "http://b:2/"]
+        );
+        let bad = ["http://a:1", "b:2"].map(String::from);
+        assert!(
+            upstreams(&bad, &f)
+                .unwrap_err()
+                .to_string()
+                .contains("--upstream `b:2`")
+        );
     }
 }

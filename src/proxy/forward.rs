@@ -21,7 +21,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use super::auth::Decision;
 use super::headers::{self, Peer};
 use super::respond::{self, ProxyError};
-use super::{Body, BoxError, Shared, tunnel};
+use super::{Body, BoxError, Shared, balance, tunnel};
 use crate::route::Route;
 
 static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
@@ -46,8 +46,8 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             }
         }
     }
-    let upstream = match settled(routes).await {
-        Route::Forward(ups) => ups.first().clone(),
+    let ups = match settled(routes).await {
+        Route::Forward(ups) => ups,
         Route::Hold(hold) => {
             let res = respond::hold(&hold, html);
             return finish(&shared, res, &method, &path, start, None);
@@ -89,29 +89,32 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         );
     };
 
+    let snap = shared.balancer.snapshot(&ups);
+    let several = snap.slots.len() > 1;
+    // socket.io's session lives in one replica: `/ws/` goes back to the one named by
+    // the cookie (see `balance`).
+    let sticky = several && path.starts_with(balance::STICKY_PREFIX);
+    let cookie = sticky
+        .then(|| balance::sticky_cookie(&parts.headers).map(str::to_owned))
+        .flatten();
+
     let mut headers = parts.headers;
     headers::strip_hop_by_hop(&mut headers, upgrade);
     headers::set_forwarded(&mut headers, peer, Some(&host), &shared.trusted_proxies);
     headers.insert(header::HOST, host);
 
-    let uri = match upstream_uri(&upstream, &parts.uri) {
-        Some(u) => u,
-        None => {
-            return finish(
-                &shared,
-                respond::error(ProxyError::BadRequest, html),
-                &method,
-                &path,
-                start,
-                None,
-            );
-        }
-    };
+    // Architecture Invariant: a request is retried on another upstream only when no
+    // upstream can have acted on it: its connection failed before anything was sent,
+    // or it is a bodiless GET/HEAD/OPTIONS that failed before the response head. A
+    // request whose body was (even partly) sent is never sent twice.
+    let bodiless = upgrade || body.is_end_stream();
+    let idempotent = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
     let too_large = Arc::new(AtomicBool::new(false));
     let body: Body = match shared.max_body {
-        _ if upgrade => http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed(),
+        _ if upgrade => empty(),
         Some(max) => Limited {
             inner: body,
             left: max,
@@ -120,87 +123,144 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         .boxed(),
         None => body.map_err(BoxError::from).boxed(),
     };
-    let (sent_tx, sent_rx) = tokio::sync::watch::channel(false);
-    let body = Sent {
-        inner: body,
-        done: sent_tx,
-    };
-    body.check_end();
-    let mut out = Request::new(body.boxed());
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = uri;
-    *out.version_mut() = http::Version::HTTP_11;
-    *out.headers_mut() = headers;
-
-    let counts = shared.inflight.counts(&upstream);
-    let in_flight = crate::route::RequestGuard::new(counts.clone());
-    let sent = Instant::now();
-    let answered = within(shared.response_timeout, sent_rx, shared.client.request(out));
-    let mut res = match answered.await {
-        Some(Ok(res)) => res,
-        None => {
-            tracing::warn!(target: "webui::proxy", %path, "upstream did not answer within --response-timeout");
+    let mut body = Some(body);
+    let mut headers = Some(headers);
+    let mut tried = 0u64;
+    let mut attempts = 0;
+    let mut failed = ProxyError::UpstreamUnreachable;
+    let answered = loop {
+        let next = (attempts < MAX_ATTEMPTS)
+            .then(|| shared.balancer.pick(&snap, tried, cookie.as_deref()))
+            .flatten();
+        let Some(i) = next else { break None };
+        attempts += 1;
+        tried |= 1u64.checked_shl(i as u32).unwrap_or(0);
+        let slot = &snap.slots[i];
+        let Some(uri) = upstream_uri(&slot.uri, &parts.uri) else {
             return finish(
                 &shared,
-                respond::error(ProxyError::UpstreamTimeout, html),
+                respond::error(ProxyError::BadRequest, html),
                 &method,
                 &path,
                 start,
                 None,
             );
-        }
-        Some(Err(e)) => {
-            let err = if too_large.load(Ordering::Relaxed) {
-                ProxyError::BodyTooLarge
-            } else {
-                classify(&e)
-            };
-            tracing::warn!(target: "webui::proxy", error = %error_chain(&e), %path, "upstream request failed");
-            if shared.supervised && err == ProxyError::UpstreamUnreachable {
-                // The container died a moment before its supervisor heard of it.
-                let hold = crate::route::Hold {
-                    phase: crate::route::Phase::Restarting,
-                    detail: "Open WebUI stopped answering; it is being restarted.".into(),
-                };
+        };
+        // With other upstreams to retry on, the body is lent so that it can be taken
+        // back when the connection fails before its first frame was asked for.
+        let (attempt_body, lent) = match body.take() {
+            Some(b) if several && !bodiless => {
+                let lent = Arc::new(std::sync::Mutex::new(Some(b)));
+                (Lent::new(lent.clone()).boxed(), Some(lent))
+            }
+            Some(b) => (b, None),
+            None => (empty(), None),
+        };
+        let (sent_tx, sent_rx) = tokio::sync::watch::channel(false);
+        let attempt_body = Sent {
+            inner: attempt_body,
+            done: sent_tx,
+        };
+        attempt_body.check_end();
+        let mut out = Request::new(attempt_body.boxed());
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri;
+        *out.version_mut() = http::Version::HTTP_11;
+        *out.headers_mut() = match (several, &mut headers) {
+            (true, Some(h)) => h.clone(),
+            (_, h) => h.take().unwrap_or_default(),
+        };
+
+        let in_flight = crate::route::RequestGuard::new(slot.counts.clone());
+        let sent = Instant::now();
+        let answer = within(shared.response_timeout, sent_rx, shared.client.request(out));
+        match answer.await {
+            Some(Ok(res)) => {
+                shared.balancer.answered(slot);
+                break Some((slot, res, in_flight, sent));
+            }
+            None => {
+                tracing::warn!(target: "webui::proxy", %path, upstream = %slot.uri, "upstream did not answer within --response-timeout");
                 return finish(
                     &shared,
-                    respond::hold(&hold, html),
+                    respond::error(ProxyError::UpstreamTimeout, html),
                     &method,
                     &path,
                     start,
                     None,
                 );
             }
+            Some(Err(e)) => {
+                failed = if too_large.load(Ordering::Relaxed) {
+                    ProxyError::BodyTooLarge
+                } else {
+                    classify(&e)
+                };
+                if e.is_connect() {
+                    shared.balancer.connect_failed(slot);
+                }
+                let unsent = lent.and_then(|l| l.lock().unwrap_or_else(|p| p.into_inner()).take());
+                let retry = failed != ProxyError::BodyTooLarge
+                    && ((e.is_connect() && (bodiless || unsent.is_some()))
+                        || (bodiless && idempotent));
+                let retry = retry && several;
+                tracing::warn!(target: "webui::proxy", error = %error_chain(&e), %path, upstream = %slot.uri, retry, "upstream request failed");
+                if !retry {
+                    break None;
+                }
+                body = unsent;
+            }
+        }
+    };
+    let Some((slot, mut res, in_flight, sent)) = answered else {
+        if shared.supervised && failed == ProxyError::UpstreamUnreachable {
+            // The container died a moment before its supervisor heard of it.
+            let hold = crate::route::Hold {
+                phase: crate::route::Phase::Restarting,
+                detail: "Open WebUI stopped answering; it is being restarted.".into(),
+            };
             return finish(
                 &shared,
-                respond::error(err, html),
+                respond::hold(&hold, html),
                 &method,
                 &path,
                 start,
                 None,
             );
         }
+        return finish(
+            &shared,
+            respond::error(failed, html),
+            &method,
+            &path,
+            start,
+            None,
+        );
     };
     let upstream_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let answered_by = Some((upstream_ms, &slot.uri));
+    let pin = (sticky && cookie.as_deref() != Some(slot.id.as_str()))
+        .then(|| balance::set_cookie(&slot.id))
+        .flatten();
 
     if let Some(client_upgrade) = client_upgrade
         && res.status() == StatusCode::SWITCHING_PROTOCOLS
     {
         let upstream_upgrade = hyper::upgrade::on(&mut res);
         let idle = shared.ws_idle_timeout;
-        let open = crate::route::TunnelGuard::new(counts);
+        let open = crate::route::TunnelGuard::new(slot.counts.clone());
         drop(in_flight);
         let tunnel_path = path.clone();
         shared.tracker.spawn(async move {
             tunnel::run(client_upgrade, upstream_upgrade, idle, tunnel_path).await;
             drop(open);
         });
-        let (parts, _) = res.into_parts();
-        let res = Response::from_parts(
-            parts,
-            http_body_util::Empty::new().map_err(|n| match n {}).boxed(),
-        );
-        return finish(&shared, res, &method, &path, start, Some(upstream_ms));
+        let (mut parts, _) = res.into_parts();
+        if let Some(pin) = pin {
+            parts.headers.append(header::SET_COOKIE, pin);
+        }
+        let res = Response::from_parts(parts, empty());
+        return finish(&shared, res, &method, &path, start, answered_by);
     }
 
     let (mut parts, body) = res.into_parts();
@@ -210,12 +270,81 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             .headers
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
+    if let Some(pin) = pin {
+        parts.headers.append(header::SET_COOKIE, pin);
+    }
     let body = Counted {
         inner: body.map_err(BoxError::from).boxed(),
         _in_flight: in_flight,
     };
     let res = Response::from_parts(parts, body.boxed());
-    finish(&shared, res, &method, &path, start, Some(upstream_ms))
+    finish(&shared, res, &method, &path, start, answered_by)
+}
+
+/// At most this many upstreams are tried for one request (each at most once).
+const MAX_ATTEMPTS: usize = 5;
+
+fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pin_project_lite::pin_project! {
+    /// A request body left in a shared slot until the upstream connection asks for its
+    /// first frame: when the connection fails before that, the caller takes it back
+    /// whole and can send it elsewhere.
+    struct Lent {
+        slot: Arc<std::sync::Mutex<Option<Body>>>,
+        taken: Option<Body>,
+        end: bool,
+        hint: SizeHint,
+    }
+}
+
+impl Lent {
+    fn new(slot: Arc<std::sync::Mutex<Option<Body>>>) -> Lent {
+        let (end, hint) = slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or((true, SizeHint::with_exact(0)), |b| {
+                (b.is_end_stream(), b.size_hint())
+            });
+        Lent {
+            slot,
+            taken: None,
+            end,
+            hint,
+        }
+    }
+}
+
+impl HttpBody for Lent {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if this.taken.is_none() {
+            *this.taken = this.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+        match this.taken {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.taken.as_ref().map_or(self.end, |b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.taken.as_ref().map_or(self.hint, |b| b.size_hint())
+    }
 }
 
 /// A response body that keeps its request counted in flight until it ends or is dropped.
@@ -301,7 +430,7 @@ fn finish(
     method: &http::Method,
     path: &str,
     start: Instant,
-    upstream_ms: Option<f64>,
+    answered_by: Option<(f64, &Uri)>,
 ) -> Response<Body> {
     let mut res = res;
     // Every HTTPS response carries HSTS, the proxy's own pages (502, starting) too:
@@ -335,7 +464,8 @@ fn finish(
             path: path.to_string(),
             status,
             start,
-            upstream_ms,
+            upstream_ms: answered_by.map(|(ms, _)| ms),
+            upstream: answered_by.map(|(_, u)| u.to_string()),
         }),
     };
     Response::from_parts(parts, logged.boxed())
@@ -347,6 +477,8 @@ struct AccessLine {
     status: u16,
     start: Instant,
     upstream_ms: Option<f64>,
+    /// The upstream that answered (none for the proxy's own answers).
+    upstream: Option<String>,
 }
 
 pin_project_lite::pin_project! {
@@ -370,6 +502,7 @@ pin_project_lite::pin_project! {
                     bytes = *this.bytes,
                     duration_ms = l.start.elapsed().as_secs_f64() * 1000.0,
                     upstream_ms = l.upstream_ms.unwrap_or(0.0),
+                    upstream = %l.upstream.as_deref().unwrap_or("-"),
                     "{} {} {}", l.method, l.path, l.status
                 );
             }

@@ -3,6 +3,8 @@
 //! - `listener`: binding (before any side effect), accepting, TLS, serving connections,
 //!   bounded drain on shutdown.
 //! - `forward`: one request to the upstream and back, streaming.
+//! - `balance`: which upstream (replica) a request goes to: least outstanding,
+//!   passive ejection, `/ws/` stickiness.
 //! - `tunnel`: WebSocket upgrades, byte for byte, idle timeout only.
 //! - `headers`: hop-by-hop and `X-Forwarded-*` rewriting (pure).
 //! - `plain`: the plain-HTTP listener's service (redirect, ACME HTTP-01).
@@ -13,6 +15,8 @@
 //! [`Challenges`], all owned by whoever starts it.
 
 pub mod auth;
+mod balance;
+pub mod dns;
 mod forward;
 pub mod headers;
 mod inherited;
@@ -65,8 +69,9 @@ pub(crate) struct Shared {
     https_port: u16,
     /// The token-protected Ollama API, when served.
     ollama: Option<auth::OllamaGate>,
-    /// Requests and tunnels in flight per upstream (shared with `Proxy::inflight`).
-    inflight: Inflight,
+    /// Picks the upstream per request; counts requests and tunnels in flight per
+    /// upstream (shared with `Proxy::inflight`).
+    balancer: balance::Balancer,
 }
 
 /// Everything the proxy needs to run, besides its bound listeners.
@@ -120,7 +125,7 @@ impl Proxy {
             supervised: self.supervised,
             https_port,
             ollama: self.ollama,
-            inflight: self.inflight,
+            balancer: balance::Balancer::new(self.inflight),
         });
         let tls = Arc::new(crate::tls::server_config(self.certs)?);
         listener::serve(bound, shared, tls, &self.settings, shutdown.clone()).await;

@@ -280,7 +280,10 @@ function answerDelta(text) {
 
 /** Send `prompt` in the open chat; the answer must grow in the DOM and arrive as
  *  socket.io frames on a websocket. Returns what was seen. */
-async function streamedAnswer(prompt, nth) {
+let answers = 0; // answers in the open chat so far: the next one's index
+async function streamedAnswer(prompt) {
+	const nth = answers++;
+	const sentIso = dockerNow();
 	await page.evaluate((nth) => {
 		window.__e2eStates = [];
 		const snap = () => {
@@ -327,7 +330,7 @@ async function streamedAnswer(prompt, nth) {
 		throw new Error(
 			`the answer did not arrive as socket.io events on a websocket: ${frames.length} delta frames carrying ${JSON.stringify(carried)} (want >= ${MIN_STATES} adding up to ${JSON.stringify(EXPECT)})`,
 		);
-	return { distinct, frames, span: Math.round(states[states.length - 1].t - states[0].t) };
+	return { nth, sentIso, distinct, frames, span: Math.round(states[states.length - 1].t - states[0].t) };
 }
 
 // ------------------------------------------------------------------ the phases
@@ -364,8 +367,22 @@ async function spread(tok) {
 	await page.goto(`${URL_}/?models=${encodeURIComponent(MODEL)}`, { waitUntil: 'domcontentloaded' });
 	await page.locator('#chat-input').waitFor({ timeout: 60_000 });
 	await dismissPopups();
-	const answer = await streamedAnswer('Say hello, scale.', 0);
+	let answer = await streamedAnswer('Say hello, scale.');
 	await page.waitForURL(/\/c\//, { timeout: 30_000 });
+	// Live events across replicas: the replica that answers the chat's POST streams
+	// the tokens as socket.io events to the page's websocket, which another replica
+	// may hold (Redis websocket manager). Until the two differ, another message (the
+	// balancer decides where a POST goes: each try has about a 2 in 3 chance).
+	const holder = await websocketReplica(names);
+	let poster = postReplica(names, answer.sentIso);
+	const tries = [poster];
+	while (poster === holder.name && tries.length < 6) {
+		answer = await streamedAnswer(`Say hello, scale (${tries.length + 1}).`);
+		poster = postReplica(names, answer.sentIso);
+		tries.push(poster);
+	}
+	if (poster === holder.name)
+		throw new Error(`in ${tries.length} messages the chat's POST always went to ${holder.name}, the replica holding the websocket: events across replicas not shown`);
 	// Keep the API client going a few seconds more, then stop.
 	await sleep(3000);
 	const results = await h.stop();
@@ -404,9 +421,20 @@ async function spread(tok) {
 	done(
 		`${s.total} GETs, 0 failed (p50 ${s.p50} ms, p99 ${s.p99} ms), per replica ${JSON.stringify(perReplica)}, no 401 anywhere; ` +
 			`answer: ${answer.distinct.length} growing DOM states over ${answer.span} ms, ${answer.frames.length} socket.io frames; ` +
+			`the websocket on ${holder.name}, the chat's POST answered by ${poster} (message ${tries.length}): its tokens reached the page through Redis; ` +
 			`POST /api/chat/completions per replica ${JSON.stringify(completions)}; ${open.length} open websocket(s)`,
 	);
 	return { names };
+}
+
+/** The replica whose access log shows the chat's POST /api/chat/completions since
+ *  `since` (exactly one must). */
+function postReplica(names, since) {
+	const got = names.filter((n) =>
+		parseLog(replicaLog(n, since)).statuses.some((x) => x.method === 'POST' && x.path.startsWith('/api/chat/completions')),
+	);
+	if (got.length !== 1) throw new Error(`want the chat's POST /api/chat/completions in one replica's log, found it in: ${got.join(', ') || 'none'}`);
+	return got[0];
 }
 
 /** Bytes received so far by each established TCP connection in a container's network
@@ -470,12 +498,13 @@ async function websocketReplica(names) {
 	return holders[0];
 }
 
+let victim = null;
 async function kill(tok, names) {
 	begin('kill the replica holding the websocket during a steady API client');
 	const open = openSockets();
 	if (open.length !== 1) throw new Error(`want one open socket.io websocket before the kill, the page has ${open.length}`);
 	const holder = await websocketReplica(names);
-	const victim = holder.name;
+	victim = holder.name;
 	log(`the page's websocket is on ${victim} (its connection ${holder.conn} received the ${holder.bytes}-byte probe)`);
 	const oldSocket = open[0];
 	const before = inspect(victim);
@@ -503,7 +532,7 @@ async function kill(tok, names) {
 	done(`${victim} killed; the page's socket.io reconnected after ${reconnectMs} ms (no reload), still logged in as ${JSON.parse(m.body).email}`);
 
 	begin('a new message in the same chat still streams (over the new websocket)');
-	const answer = await streamedAnswer('Say hello again, scale.', 1);
+	const answer = await streamedAnswer('Say hello again, scale.');
 	const onNew = answer.frames.filter((f) => f.t >= reopened.opened).length;
 	done(`${answer.distinct.length} growing DOM states over ${answer.span} ms, ${answer.frames.length} socket.io frames (${onNew} on the websocket opened after the kill)`);
 
@@ -560,7 +589,7 @@ fs.writeFileSync(
 	path.join(ARTIFACTS, 'scale-sockets.json'),
 	JSON.stringify(sockets.map((s) => ({ ...s, frames: s.frames.slice(0, 50) })), null, 1),
 );
-fs.writeFileSync(outFile, JSON.stringify({ steps, total_ms: Date.now() - t0 }, null, 1));
+fs.writeFileSync(outFile, JSON.stringify({ steps, victim, total_ms: Date.now() - t0 }, null, 1));
 await context.close();
 agent.destroy();
 process.exit(failed ? 1 : 0);

@@ -253,6 +253,19 @@ log "replicas: ${replicas[*]}; postgres $(role postgres), redis $(role redis): o
 	die "/api/config through the proxy does not show websocket support"
 step_done
 
+# `webui up` is ready when one replica answers; the others join the rotation when
+# their own health passes (their first start waits for replica 1's migrations).
+step "every replica healthy and in rotation (webui status)"
+status_json() { "$WEBUI_BIN" --state-dir "$STATE" --project "$PROJECT" status --json 2>/dev/null || true; }
+deadline=$((SECONDS + 600))
+until status_json | jq -e --argjson n "$REPLICAS" '.supervisor.replicas | length == $n and all(.state == "healthy")' >/dev/null; do
+	kill -0 "$WEBUI_PID" 2>/dev/null || die "webui up exited: $(tail -n 20 "$WEBUI_LOG")"
+	((SECONDS < deadline)) || die "not every replica healthy within 600s: $(status_json | jq -c '.supervisor.replicas')"
+	sleep 2
+done
+log "replicas: $(status_json | jq -c '[.supervisor.replicas[] | {replica, container, upstream, state}]')"
+step_done
+
 step "browser profile trusting the local CA (NSS db)"
 BHOME=$WORK/browser-home
 mkdir -p "$BHOME/.pki/nssdb" "$WORK/profile"
@@ -291,6 +304,12 @@ jq -e --argjson n "$REPLICAS" '
 	any(.containers[]; .service == "redis" and .running)' "$WORK/status.json" >/dev/null ||
 	die "webui status --json does not show $REPLICAS running replicas (1..$REPLICAS), Postgres and Redis: $(jq -c '[.containers[] | {service, name, replica, running}]' "$WORK/status.json")"
 log "status: $(jq -c '[.containers[] | {service, replica, state}]' "$WORK/status.json")"
+# The replica scale.mjs killed was brought back by webui (not by Docker's restart policy).
+victim=$(jq -r .victim "$out")
+jq -e --arg v "$victim" '[.supervisor.services[] | select(. as $s | $s.container == $v or ($v | endswith("-" + $s.container))) | .restarts // 0] | add // 0 >= 1' \
+	"$WORK/status.json" >/dev/null ||
+	die "webui status does not count a restart by webui of $victim: $(jq -c '.supervisor.services' "$WORK/status.json")"
+log "webui restarted $victim: $(jq -c --arg v "$victim" '.supervisor.services[] | select(. as $s | $s.container == $v or ($v | endswith("-" + $s.container)))' "$WORK/status.json")"
 step_done
 
 if [[ -f $WORK/client-steps ]]; then

@@ -88,6 +88,15 @@ else
 fi
 step_done
 
+# ---------------------------------------------------------------- hosts
+# tests/balance.rs: a name with several addresses, as Swarm's tasks.<service> has.
+step "test host names in /etc/hosts"
+for a in 127.0.0.2 127.0.0.3; do
+	grep -qE "^$a[[:space:]]+webui-balance\.test\b" /etc/hosts ||
+		printf '%s webui-balance.test\n' "$a" >>/etc/hosts
+done
+step_done
+
 # The engine from docker.io speaks API 1.41; a newer client (e.g. the one in
 # /usr/local/bin) negotiates down, but use the matching CLI when we have it.
 if [[ -x /usr/bin/docker ]]; then
@@ -326,6 +335,12 @@ done
 log "images: $built built+pushed, $skipped up to date"
 step_done
 
+# ---------------------------------------------------------------- postgres, redis
+step "postgres and redis test images (tests/infra/db-images.sh)"
+DB_IMAGES_ENV=$(WEBUI_TEST_REGISTRY=$REGISTRY WEBUI_TEST_DOCKER_CLI=$DOCKER bash "$HERE/db-images.sh") ||
+	die "tests/infra/db-images.sh failed (errors above)"
+step_done
+
 # ---------------------------------------------------------------- pebble
 step "pebble material in $PEBBLE_DIR"
 PEBBLE_BIN=$(command -v pebble || true)
@@ -442,6 +457,7 @@ export WEBUI_TEST_PEBBLE_LISTENER_CERT=$leaf_pem
 export WEBUI_TEST_PEBBLE_LISTENER_KEY=$leaf_key
 export WEBUI_TEST_CHALLTESTSRV_BIN=${CHALLTESTSRV_BIN}
 export WEBUI_TEST_DOCKER_CLI=$DOCKER
+$DB_IMAGES_ENV
 EOF
 mv "$STATE/env.tmp" "$STATE/env"
 log "wrote $STATE/env"

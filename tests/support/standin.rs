@@ -15,6 +15,8 @@
 //! streamed frames are passed on promptly, `/ws` echoes WebSocket messages,
 //! `/upload` and `/download` move large bodies without buffering them, and
 //! `/data/*`, `/env` and `/fetch` let Docker tests look inside a container.
+//! With `REPLICA` set, every answer carries it in an `x-replica` header, so a
+//! test of the proxy's balancing sees which of several stand-ins answered.
 //!
 //! Nothing here may panic on bad input: a malformed request gets a 4xx.
 
@@ -316,7 +318,14 @@ async fn handle(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
     let log = shared.config.log;
-    let resp = route(shared, peer, stop, req).await;
+    let mut resp = route(shared, peer, stop, req).await;
+    // Which of several stand-in replicas answered (tests of the proxy's balancing).
+    if let Some(v) = std::env::var("REPLICA")
+        .ok()
+        .and_then(|r| header::HeaderValue::from_str(&r).ok())
+    {
+        resp.headers_mut().insert("x-replica", v);
+    }
     if log {
         println!("{} {} {}", method, target, resp.status().as_u16());
     }
