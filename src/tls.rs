@@ -320,6 +320,32 @@ impl LocalCa {
         dns: &[String],
         ips: &[IpAddr],
     ) -> anyhow::Result<(Arc<CertifiedKey>, CertInfo)> {
+        let (cert, key) = self.leaf(dns, ips)?;
+        let ca_der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .context("local CA certificate is not PEM")?;
+        let chain = vec![cert.der().clone(), ca_der];
+        let key_der = PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| anyhow::anyhow!("certificate key: {e}"))?;
+        let info = CertInfo::from_der(cert.der())?;
+        let certified = CertifiedKey::from_der(chain, key_der, &provider())?;
+        Ok((Arc::new(certified), info))
+    }
+
+    /// [`issue`](Self::issue) as PEM: the chain (leaf, then the CA) and the key, for a
+    /// proxy that runs elsewhere (`up --swarm` hands them over as Docker secrets).
+    pub fn issue_pem(&self, dns: &[String], ips: &[IpAddr]) -> anyhow::Result<(String, String)> {
+        let (cert, key) = self.leaf(dns, ips)?;
+        Ok((
+            format!("{}{}", cert.pem(), self.cert_pem),
+            key.serialize_pem(),
+        ))
+    }
+
+    fn leaf(
+        &self,
+        dns: &[String],
+        ips: &[IpAddr],
+    ) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
         let key = KeyPair::generate().context("generating a certificate key")?;
         let mut params = CertificateParams::default();
         let primary = dns.first().cloned().unwrap_or_else(|| "localhost".into());
@@ -346,14 +372,7 @@ impl LocalCa {
         let cert = params
             .signed_by(&key, &self.issuer)
             .context("signing a certificate with the local CA")?;
-        let ca_der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
-            .context("local CA certificate is not PEM")?;
-        let chain = vec![cert.der().clone(), ca_der];
-        let key_der = PrivateKeyDer::try_from(key.serialize_der())
-            .map_err(|e| anyhow::anyhow!("certificate key: {e}"))?;
-        let info = CertInfo::from_der(cert.der())?;
-        let certified = CertifiedKey::from_der(chain, key_der, &provider())?;
-        Ok((Arc::new(certified), info))
+        Ok((cert, key))
     }
 }
 
