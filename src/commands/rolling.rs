@@ -138,6 +138,11 @@ fn refused(why: impl Into<String>) -> Value {
     json!({ "ok": false, "error": why.into() })
 }
 
+/// Refused for now: asking again later may succeed (another replica is not serving).
+fn busy(why: impl Into<String>) -> Value {
+    json!({ "ok": false, "error": why.into(), "busy": true })
+}
+
 impl Handover {
     pub fn new(inflight: Option<Inflight>) -> Self {
         Self(Arc::new(Shared {
@@ -196,7 +201,7 @@ impl Handover {
                 let _one_at_a_time = self.0.leaving.lock().unwrap_or_else(|p| p.into_inner());
                 let others: Vec<&ReplicaHandle> = all.iter().filter(|o| o.index != k).collect();
                 if let Some(o) = others.iter().find(|o| Self::updating(o)) {
-                    return Some(refused(format!(
+                    return Some(busy(format!(
                         "replica {} is being updated; one replica at a time",
                         o.index
                     )));
@@ -208,7 +213,7 @@ impl Handover {
                     .map(|o| format!("replica {} is {}", o.index, Self::state(o)))
                     .collect();
                 if serving && !out.is_empty() {
-                    return Some(refused(format!(
+                    return Some(busy(format!(
                         "{}: taking replica {k} out too would leave fewer than {} of {} serving",
                         out.join(", "),
                         all.len() - 1,
@@ -469,10 +474,35 @@ impl Roll<'_> {
 
     /// Out of rotation, then waits (at most [`DRAIN`]) for its in-flight requests.
     async fn leave(&self, link: &Link, f: &Found, who: &str) -> anyhow::Result<()> {
-        self.ask(link, format!("replica-updating {}", f.index))
-            .await?;
-        if matches!(link, Link::Alone) {
+        let Link::Up(socket) = link else {
             return Ok(());
+        };
+        // While another replica is not serving (still starting, restarting), wait for
+        // it rather than go below N-1.
+        let line = format!("replica-updating {}", f.index);
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            let v = crate::control::request(socket, &line).await;
+            match v {
+                Some(v) if v["ok"] == true => break,
+                Some(v) if v["busy"] == true && start.elapsed() < REJOIN => {
+                    if !said {
+                        said = true;
+                        self.printer.line(format!(
+                            "{who}: waiting before taking it out: {}",
+                            v["error"]
+                                .as_str()
+                                .unwrap_or("another replica is not serving")
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                _ => {
+                    self.ask(link, line.clone()).await?;
+                    break;
+                }
+            }
         }
         self.printer
             .line(format!("{who}: out of rotation; the others serve"));
@@ -989,6 +1019,7 @@ mod tests {
             v["error"].as_str().unwrap_or("").contains("replica 2"),
             "{v}"
         );
+        assert_eq!(v["busy"], true, "worth asking again later: {v}");
         assert!(matches!(&*replicas[2].routes.borrow(), Route::Forward(_)));
 
         // Back: the monitor watches again (it forwards after a healthy probe).
