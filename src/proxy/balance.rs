@@ -41,7 +41,11 @@ pub(crate) struct Balancer {
     /// Ejection state per upstream, kept across route changes (touched only when a
     /// new route snapshot is built).
     health: Mutex<HashMap<Uri, Arc<Health>>>,
-    current: ArcSwapOption<Snapshot>,
+    /// The last snapshots built: two, because a site serving the Ollama API as well
+    /// alternates between two routes.
+    recent: [ArcSwapOption<Snapshot>; 2],
+    /// Which of `recent` the next new snapshot replaces.
+    oldest: AtomicUsize,
     /// Where the round-robin tie-break starts next.
     turn: AtomicUsize,
     /// Key of the cookie ids: random per process, so ids say nothing of addresses.
@@ -76,7 +80,8 @@ impl Balancer {
         Balancer {
             inflight,
             health: Mutex::default(),
-            current: ArcSwapOption::empty(),
+            recent: [ArcSwapOption::empty(), ArcSwapOption::empty()],
+            oldest: AtomicUsize::new(0),
             turn: AtomicUsize::new(0),
             ids: std::hash::RandomState::new(),
             epoch: Instant::now(),
@@ -85,10 +90,12 @@ impl Balancer {
 
     /// The snapshot for `ups`: the cached one while the route is unchanged.
     pub fn snapshot(&self, ups: &Upstreams) -> Arc<Snapshot> {
-        if let Some(s) = &*self.current.load()
-            && s.ups == *ups
-        {
-            return s.clone();
+        for recent in &self.recent {
+            if let Some(s) = &*recent.load()
+                && s.ups == *ups
+            {
+                return s.clone();
+            }
         }
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let slots = ups
@@ -106,7 +113,8 @@ impl Balancer {
             ups: ups.clone(),
             slots,
         });
-        self.current.store(Some(snap.clone()));
+        let i = self.oldest.fetch_add(1, Ordering::Relaxed) % self.recent.len();
+        self.recent[i].store(Some(snap.clone()));
         snap
     }
 
@@ -284,6 +292,12 @@ mod tests {
             Arc::ptr_eq(&snap, &b.snapshot(&ups(&[1, 2]))),
             "cached per route"
         );
+        let other = b.snapshot(&ups(&[9]));
+        assert!(
+            Arc::ptr_eq(&snap, &b.snapshot(&ups(&[1, 2]))),
+            "two routes cached"
+        );
+        assert!(Arc::ptr_eq(&other, &b.snapshot(&ups(&[9]))));
         b.connect_failed(&snap.slots[0]);
         for _ in 0..4 {
             assert_eq!(b.pick(&snap, 0, None), Some(1), "slot 0 ejected");
