@@ -128,6 +128,11 @@ pub enum Command {
         --listen 0.0.0.0:8443 --http-listen 0.0.0.0:8080")]
     Proxy(ProxyCmd),
 
+    /// Forward TCP connections (the admin-account relay of `up --swarm`, run inside
+    /// a container on the swarm's overlay network)
+    #[command(hide = true)]
+    SwarmRelay(SwarmRelayCmd),
+
     /// Run Open WebUI (and optionally Ollama) in Docker and serve it over HTTPS
     #[command(after_help = "Examples:\n  \
         # on a LAN box: self-signed HTTPS on :443, Open WebUI on 127.0.0.1:3000\n  \
@@ -298,6 +303,14 @@ pub enum TokenAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmRelayCmd {
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]
@@ -614,6 +627,13 @@ pub struct UpCmd {
     /// Redis image for --replicas [default: redis:7]
     #[arg(long, env = "WEBUI_REDIS_IMAGE", value_name = "IMAGE")]
     pub redis_image: Option<String>,
+
+    /// Deploy as Docker Swarm services from this manager node (Postgres, Redis,
+    /// --replicas Open WebUI tasks and the proxy, which publishes the --listen and
+    /// --http-listen ports on this node) and return; the swarm keeps them running.
+    /// See docs/SWARM.md
+    #[arg(long, env = "WEBUI_SWARM", num_args = 0..=1, default_missing_value = "true")]
+    pub swarm: Option<bool>,
 
     /// Run as the systemd service instead of in the foreground: install or restart it,
     /// wait until Open WebUI is healthy, print the URL and return

@@ -37,6 +37,8 @@ pub async fn run(global: &GlobalArgs, cmd: &DownCmd, printer: Printer) -> anyhow
         .into());
     }
 
+    // `up --swarm`: its services, overlay network and secrets (commands/swarm.rs).
+    super::swarm::down(&docker, &project, &printer).await?;
     let purge: &[String] = if cmd.purge_data { &volumes } else { &[] };
     ensure::down(&docker, &project, purge, &printer).await?;
     if cmd.purge_data {

@@ -13,6 +13,7 @@ pub mod service;
 pub mod site;
 pub mod status;
 pub mod summary;
+pub mod swarm;
 pub mod token;
 pub mod up;
 pub mod rolling;
@@ -26,6 +27,7 @@ use crate::output::Printer;
 pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Proxy(cmd) => proxy::run(&cli.global, cmd, printer).await,
+        Command::SwarmRelay(cmd) => swarm::relay(cmd).await,
         Command::Up(cmd) => up::run(&cli.global, cmd, printer).await,
         Command::Status(cmd) => status::run(&cli.global, cmd, printer).await,
         Command::Logs(cmd) => logs::run(&cli.global, cmd, printer).await,

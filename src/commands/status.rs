@@ -128,6 +128,10 @@ pub async fn run(global: &GlobalArgs, cmd: &StatusCmd, printer: Printer) -> anyh
     let paths = Paths::resolve(global);
     let project = Project::resolve(global.project.as_deref())?;
     let state = ProjectState::new(&paths.state_dir, &project);
+    // `up --swarm`: services and their tasks per node (commands/swarm.rs).
+    if let Some(code) = super::swarm::status(&project, cmd.json, &printer).await? {
+        return Ok(code);
+    }
     // The running supervisor's live view first; Docker's for the containers.
     let live = control::request(
         &control::socket_path(&paths.state_dir, project.key()),

@@ -49,6 +49,9 @@ use crate::route::{self, Hold, Phase, Route, RouteTx};
 use crate::supervisor::{self, CrashLoop, Live, Monitor, SharedLive, Supervisor};
 
 pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::Result<u8> {
+    if cmd.swarm == Some(true) {
+        return super::swarm::up(global, cmd, printer).await;
+    }
     if cmd.detach {
         return super::service::detach(global, cmd, printer).await;
     }
