@@ -300,7 +300,8 @@ pub struct ReplicaPart {
 /// `up --replicas N`: keeps the main [`Live`] (the control socket's `status`) the sum
 /// of the per-replica monitors' (replica 1's also watches Postgres and Redis): services
 /// and errors of all, the site's state from `site` (the merged route), each replica's
-/// state in `replicas`; passes `updating` down to every monitor. Until `cancel`.
+/// state in `replicas`; passes a change of `updating` down to every monitor. Until
+/// `cancel`.
 pub async fn aggregate(
     main: SharedLive,
     parts: Vec<ReplicaPart>,
@@ -308,16 +309,23 @@ pub async fn aggregate(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_updating = false;
     loop {
         let route = site.borrow_and_update().clone();
+        // Passed down only when it changes: the rolling update sets one replica's own
+        // `updating` (rolling::Handover), which must not be cleared under it.
         let updating = snapshot(&main).updating;
+        let push = updating != last_updating;
+        last_updating = updating;
         let mut services = Vec::new();
         let mut errors = Vec::new();
         let mut replicas = Vec::new();
         let mut ever = false;
         let mut first: Option<Live> = None;
         for p in &parts {
-            edit(&p.live, |l| l.updating = updating);
+            if push {
+                edit(&p.live, |l| l.updating = updating);
+            }
             let l = snapshot(&p.live);
             services.extend(l.services.iter().cloned());
             errors.extend(l.last_errors.iter().cloned());

@@ -160,7 +160,10 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
         let name = p.n(svc);
         assert_eq!(inspect(&name, "{{.State.Running}}"), "true", "{name}");
         let published = inspect(&name, "{{json .HostConfig.PortBindings}}");
-        assert!(published == "null" || published == "{}", "{name}: {published}");
+        assert!(
+            published == "null" || published == "{}",
+            "{name}: {published}"
+        );
         assert_eq!(inspect(&name, "{{.HostConfig.NetworkMode}}"), p.n("webui"));
         let mounts = inspect(&name, "{{range .Mounts}}{{.Name}}:{{.Destination}} {{end}}");
         assert_eq!(mounts.trim(), format!("{name}:{target}"));
@@ -186,7 +189,13 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
         assert_eq!(env["WEBUI_SECRET_KEY"], secret, "{name}");
         assert_eq!(
             env["DATABASE_URL"],
-            format!("postgresql://openwebui:{password}@postgres:5432/openwebui"),
+            format!("postgresql+psycopg://openwebui:{password}@postgres:5432/openwebui"),
+            "{name}"
+        );
+        // Only replica 1 runs Open WebUI's migrations.
+        assert_eq!(
+            env.get("ENABLE_DB_MIGRATIONS").map(String::as_str),
+            (k > 0).then_some("false"),
             "{name}"
         );
         assert_eq!(env["REDIS_URL"], "redis://redis:6379/0", "{name}");

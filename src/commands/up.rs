@@ -142,6 +142,10 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         ));
     }
     let mut renew = None;
+    // The proxy's in-flight counts, shared with the rolling update's handover (which
+    // drains a replica before `webui update` stops it); none behind a proxy.
+    let inflight = bound.as_ref().map(|_| crate::route::Inflight::default());
+    let handover = super::rolling::Handover::new(inflight.clone());
     if let (Some(bound), Some(site)) = (bound, site) {
         let http_port = http_addrs.first().map(|a| a.port());
         let proxy = Proxy {
@@ -151,7 +155,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
             challenges: site.challenges.clone(),
             supervised: !serve::native(&up),
             ollama: gate,
-            inflight: crate::route::Inflight::default(),
+            inflight: inflight.clone().unwrap_or_default(),
         };
         sup.spawn("the proxy", true, |token| proxy.run(bound, token));
         // Certificate checks (ACME preflight) fail here, before Docker is touched.
@@ -166,11 +170,12 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     let socket = control::socket_path(&paths.state_dir, project.key());
     if let Err(e) = control::serve(
         &socket,
-        control_handler(
+        control_handler_with(
             live.clone(),
             renew,
             paths.state_dir.clone(),
             Some(route_tx.clone()),
+            Some(handover.clone()),
         ),
         sup.token().child_token(),
         sup.tracker(),
@@ -218,10 +223,12 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
             // 6. From here the monitor owns the route: health, events, restarts.
             let primary = if only { Role::Ollama } else { Role::OpenWebui };
             if !ready.replicas.is_empty() {
-                supervise_replicas(
-                    &sup, &ready, &project, crash_loop, &route_tx, &live, printer,
-                )
-                .await;
+                let site = SiteTables {
+                    routes: &route_tx,
+                    live: &live,
+                    handover: &handover,
+                };
+                supervise_replicas(&sup, &ready, &project, crash_loop, site, printer).await;
             } else if !serve::native(&up) {
                 // A native Ollama (`--ollama-only --ollama-url`) has no container to watch.
                 let monitor = Monitor {
@@ -299,11 +306,16 @@ async fn supervise_replicas(
     ready: &Ready,
     project: &Project,
     crash_loop: CrashLoop,
-    routes: &RouteTx,
-    live: &SharedLive,
+    site: SiteTables<'_>,
     printer: Printer,
 ) {
+    let SiteTables {
+        routes,
+        live,
+        handover,
+    } = site;
     let base = supervisor::snapshot(live);
+    let mut handles = Vec::new();
     let mut inners = Vec::new();
     let mut parts = Vec::new();
     for r in &ready.replicas {
@@ -328,6 +340,13 @@ async fn supervise_replicas(
             1 => ready.roles.clone(),
             _ => vec![Role::OpenWebui],
         };
+        handles.push(super::rolling::ReplicaHandle {
+            index: r.index,
+            container: r.name.clone(),
+            upstream: r.upstream(),
+            routes: tx.clone(),
+            live: rlive.clone(),
+        });
         let monitor = Monitor {
             project: project.clone(),
             roles,
@@ -348,6 +367,7 @@ async fn supervise_replicas(
             live: rlive,
         });
     }
+    handover.attach(handles);
     let out = routes.clone();
     sup.spawn("merging the replicas' routes", false, |token| async move {
         route::merge(inners, out, token).await;
@@ -357,6 +377,14 @@ async fn supervise_replicas(
     sup.spawn("the replicas' status", false, |token| {
         supervisor::aggregate(main, parts, site, token)
     });
+}
+
+/// What the site's replicas report to: the route table `admin::gate` reads, the live
+/// state of the control socket, the rolling update's handover.
+struct SiteTables<'a> {
+    routes: &'a RouteTx,
+    live: &'a SharedLive,
+    handover: &'a super::rolling::Handover,
 }
 
 /// Beyond the proxy's own drain timeout, how long the other tasks may take to stop.
@@ -378,7 +406,21 @@ pub fn control_handler(
     state_dir: std::path::PathBuf,
     routes: Option<RouteTx>,
 ) -> control::Handler {
+    control_handler_with(live, renew, state_dir, routes, None)
+}
+
+/// [`control_handler`] plus, with `up --replicas`, the rolling update's per-replica
+/// requests (`replica-updating K`, `replica-inflight K`, `replica-updated K`:
+/// `rolling::Handover`).
+fn control_handler_with(
+    live: SharedLive,
+    renew: Option<Arc<Notify>>,
+    state_dir: std::path::PathBuf,
+    routes: Option<RouteTx>,
+    handover: Option<super::rolling::Handover>,
+) -> control::Handler {
     Arc::new(move |line: &str| match line {
+        _ if let Some(v) = handover.as_ref().and_then(|h| h.answer(line)) => v,
         // `webui update` brackets its swap with these two.
         "updating" | "updated" => match &routes {
             Some(routes) => {
@@ -600,7 +642,9 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     // `--replicas N`: Postgres and Redis; a project once on Postgres stays there
     // (scaling back to 1 keeps the data where it is).
     let scaled = up.replicas > 1;
-    let postgres_before = c.state.postgres_password_path().exists();
+    let recorded = c.state.recorded_database();
+    let postgres_before = c.state.postgres_password_path().exists()
+        || recorded.as_ref().is_some_and(|d| d.engine == "postgres");
     let on_postgres = scaled || postgres_before;
     let mut roles = vec![Role::OpenWebui];
     if scaled {
@@ -669,8 +713,10 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     };
     // Postgres keeps the image its container runs unless one is given: its data
     // directory belongs to that major version.
-    let postgres_ref = match plan.containers.get(&Role::Postgres) {
-        Some(old) if !up.postgres_image_set && old.managed_by().is_some() => old.image.clone(),
+    let postgres_ref = match (plan.containers.get(&Role::Postgres), &recorded) {
+        _ if up.postgres_image_set => up.postgres_image.clone(),
+        (Some(old), _) if old.managed_by().is_some() => old.image.clone(),
+        (_, Some(d)) if d.image.is_some() => d.image.clone().unwrap_or_default(),
         _ => up.postgres_image.clone(),
     };
     let postgres_image = match on_postgres {

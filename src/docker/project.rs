@@ -12,6 +12,8 @@
 //!     run.json          the running `webui up`: pid, listeners, upstream; removed on exit
 //!     postgres_password the Postgres password of `up --replicas` (and `migrate-db`), one
 //!                       line, mode 0600; generated once, never regenerated
+//!     database.json     written by `webui migrate-db`: {"engine": "postgres", "image": ...};
+//!                       `up` then runs Open WebUI on the project's Postgres
 //! ```
 //!
 //! Nothing here deletes anything except [`ProjectState::purge`], which only
@@ -50,6 +52,14 @@ pub struct RunInfo {
     /// fronts `upstream`.
     #[serde(default)]
     pub behind_proxy: bool,
+}
+
+/// `database.json` (its other fields are `webui migrate-db`'s).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordedDatabase {
+    pub engine: String,
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// The state-dir directory of one project.
@@ -146,6 +156,13 @@ impl ProjectState {
         self.ensure_dir()?;
         write_private(&path, format!("{pw}\n").as_bytes())?;
         Ok(pw)
+    }
+
+    /// `database.json`, written by `webui migrate-db`: which database Open WebUI's data
+    /// is in (`postgres` after a migration) and the Postgres image it was moved with.
+    pub fn recorded_database(&self) -> Option<RecordedDatabase> {
+        let text = fs::read_to_string(self.dir.join("database.json")).ok()?;
+        serde_json::from_str(&text).ok()
     }
 
     /// Names taken over with `--adopt`.

@@ -19,13 +19,16 @@
 //!
 //! # Replicas' environment
 //! Everything of a single Open WebUI (the one `WEBUI_SECRET_KEY`, so a session made on
-//! one replica is valid on all), plus `DATABASE_URL` (secret: it holds the password),
+//! one replica is valid on all), plus `DATABASE_URL` (secret: it holds the password;
+//! `postgresql+psycopg://`, see [`database_url`]),
 //! `REDIS_URL`, `WEBSOCKET_MANAGER=redis` and `WEBSOCKET_REDIS_URL` (PITFALLS 20-21:
 //! without them websockets get 403 on the replicas that did not open the session, and
 //! settings do not sync).
 //!
 //! Replica 1 starts first and must be healthy before the others are created, so
-//! Open WebUI's migrations run once.
+//! Open WebUI's migrations run once; replicas 2..N also carry
+//! `ENABLE_DB_MIGRATIONS=false` (Open WebUI >= 0.6), so a restart of one of them never
+//! migrates beside replica 1.
 //!
 //! # Engine side
 //! [`wait_postgres`] (`pg_isready` inside the container, over TCP so the entrypoint's
@@ -105,10 +108,13 @@ pub fn layout(project: &Project, port: u16, n: u32) -> Option<Vec<Replica>> {
         .collect()
 }
 
-/// `postgresql://openwebui:PASSWORD@postgres:5432/openwebui`.
+/// `postgresql+psycopg://openwebui:PASSWORD@postgres:5432/openwebui`: the psycopg 3
+/// driver, a dependency of Open WebUI itself; plain `postgresql://` means psycopg2,
+/// which only the official image's `[postgres]` extra installs (a pip install of
+/// open-webui crashes at start with `No module named 'psycopg2'`).
 pub fn database_url(password: &str) -> String {
     format!(
-        "postgresql://{POSTGRES_USER}:{password}@{POSTGRES_ALIAS}:{POSTGRES_PORT}/{POSTGRES_DB}"
+        "postgresql+psycopg://{POSTGRES_USER}:{password}@{POSTGRES_ALIAS}:{POSTGRES_PORT}/{POSTGRES_DB}"
     )
 }
 
@@ -144,10 +150,17 @@ pub fn with_scale_env(mut spec: ContainerSpec, env: &[(String, String)]) -> Cont
 
 /// Replica `r`'s spec from replica 1's (`base`, already with [`with_scale_env`]):
 /// same image, environment and volume; its own name, port and labels. `labelled`:
-/// N > 1, so every replica says which one it is.
+/// N > 1, so every replica says which one it is. Replicas 2..N get
+/// `ENABLE_DB_MIGRATIONS=false`: Open WebUI's migrations take no lock, and two
+/// replicas migrating one empty database at once crash one of them
+/// (`UniqueViolation ... alembic_version`); replica 1 migrates, alone, first.
 pub fn replica_spec(base: &ContainerSpec, r: &Replica, labelled: bool) -> ContainerSpec {
     let mut s = base.clone();
     s.name = r.name.clone();
+    if r.index > 1 {
+        s.env
+            .insert("ENABLE_DB_MIGRATIONS".to_string(), "false".to_string());
+    }
     if let Some(p) = &mut s.publish {
         p.host_port = r.port;
     }
@@ -396,7 +409,13 @@ mod tests {
         assert_eq!(r2.env["WEBSOCKET_MANAGER"], "redis");
         assert_eq!(
             r2.env["DATABASE_URL"],
-            "postgresql://openwebui:pw0123456789abcdef@postgres:5432/openwebui"
+            "postgresql+psycopg://openwebui:pw0123456789abcdef@postgres:5432/openwebui"
+        );
+        assert_eq!(r2.env["ENABLE_DB_MIGRATIONS"], "false");
+        assert!(
+            !replica_spec(&b, &l[0], true)
+                .env
+                .contains_key("ENABLE_DB_MIGRATIONS")
         );
         assert_eq!(r2.volume, b.volume);
         assert_eq!(r2.publish.as_ref().unwrap().host_port, 3001);
