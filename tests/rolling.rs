@@ -1,0 +1,556 @@
+//! `webui update` across replicas (`webui up --replicas 3`): a rolling update, one
+//! replica at a time, health-gated, with a steady client through the proxy.
+//!
+//! Real dockerd, the local registry's stand-in Open WebUI (`:v1`, `:v2`, `:broken`
+//! never healthy) and the Postgres/Redis test images (`WEBUI_TEST_POSTGRES_IMAGE`,
+//! `WEBUI_TEST_REDIS_IMAGE` from /var/lib/webui-ci/env). Each test has its own
+//! project (`t-roll-<name>-<pid>`), state dir and ports, removed by a guard. Without
+//! dockerd or the images the tests skip with a reason, except in CI.
+
+mod support;
+#[path = "supervision_support/mod.rs"]
+mod sv;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::webui::{self, Finished, Webui};
+use sv::{Cleanup, docker, inspect};
+
+const N: u32 = 3;
+const RUN: Duration = Duration::from_secs(400);
+
+struct Images {
+    repo: String,
+    postgres: String,
+    redis: String,
+}
+
+fn images() -> Option<Images> {
+    let repo = sv::docker_available()?.openwebui;
+    match (
+        std::env::var("WEBUI_TEST_POSTGRES_IMAGE"),
+        std::env::var("WEBUI_TEST_REDIS_IMAGE"),
+    ) {
+        (Ok(p), Ok(r)) if !p.is_empty() && !r.is_empty() => Some(Images {
+            repo,
+            postgres: p,
+            redis: r,
+        }),
+        _ => {
+            sv::skip(
+                "WEBUI_TEST_POSTGRES_IMAGE / WEBUI_TEST_REDIS_IMAGE are not set (source /var/lib/webui-ci/env)",
+            );
+            None
+        }
+    }
+}
+
+/// A loopback port with the next N-1 free too (replica k listens on port + k - 1).
+fn free_ports() -> u16 {
+    loop {
+        let port = sv::free_port();
+        let rest_free = (1..N).all(|k| {
+            port.checked_add(k as u16)
+                .is_some_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        });
+        if rest_free {
+            return port;
+        }
+    }
+}
+
+fn replica(p: &Cleanup, k: u32) -> String {
+    if k == 1 {
+        p.n("open-webui")
+    } else {
+        p.n(&format!("open-webui-{k}"))
+    }
+}
+
+/// `webui up --replicas 3` on `:v1`, waited for until it serves.
+fn up(state: &Path, p: &Cleanup, im: &Images, port: u16) -> Webui {
+    let n = N.to_string();
+    let w = sv::up(
+        state,
+        p,
+        &format!("{}:v1", im.repo),
+        port,
+        "127.0.0.1:0",
+        &[
+            "--replicas",
+            &n,
+            "--postgres-image",
+            &im.postgres,
+            "--redis-image",
+            &im.redis,
+        ],
+    );
+    sv::wait_ready(&w);
+    w
+}
+
+fn both(f: &Finished) -> String {
+    format!("{}\n{}", f.stdout, f.stderr)
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn text(port: u16, path: &str) -> String {
+    http()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .expect("request to a replica")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+fn image_id(reference: &str) -> String {
+    let (ok, id) = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+    assert!(ok, "docker image inspect {reference}");
+    id
+}
+
+/// One control-socket request to the running `webui up`.
+fn ask(socket: &Path, line: &str) -> Option<serde_json::Value> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).ok()?;
+    serde_json::from_str(&answer).ok()
+}
+
+/// What a steady client through the proxy saw.
+#[derive(Default, Debug)]
+struct Seen {
+    ok: u64,
+    /// (what, status or error)
+    failed: Vec<(String, String)>,
+    versions: std::collections::BTreeSet<String>,
+    hosts: std::collections::BTreeSet<String>,
+    streams: u64,
+}
+
+/// Several concurrent GET loops and an SSE stream loop through the proxy until `stop`.
+fn steady_client(w: &Webui, state: &Path, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Seen> {
+    let c = sv::client(state);
+    let version = w.https_url("/api/version");
+    let host = w.https_url("/env?name=HOSTNAME");
+    let sse = w.https_url("/sse?n=8&interval_ms=150");
+    tokio::spawn(async move {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (c, stop, seen) = (c.clone(), stop.clone(), seen.clone());
+            let url = if i % 2 == 0 {
+                version.clone()
+            } else {
+                host.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c
+                        .get(&url)
+                        .header("accept", "application/json")
+                        .send()
+                        .await;
+                    let outcome = match r {
+                        Ok(r) => {
+                            let s = r.status().as_u16();
+                            match r.text().await {
+                                Ok(body) if s == 200 => Ok(body),
+                                Ok(body) => Err(format!(
+                                    "{s} {}",
+                                    body.chars().take(200).collect::<String>()
+                                )),
+                                Err(e) => Err(format!("{s} body: {e}")),
+                            }
+                        }
+                        Err(e) => Err(format!("{e:?}")),
+                    };
+                    {
+                        let mut g = seen.lock().unwrap();
+                        match outcome {
+                            Ok(body) => {
+                                g.ok += 1;
+                                if i % 2 == 0 {
+                                    g.versions.insert(body);
+                                } else {
+                                    g.hosts.insert(body);
+                                }
+                            }
+                            Err(e) => g.failed.push((url.clone(), e)),
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }));
+        }
+        {
+            let (c, stop, seen) = (c.clone(), stop.clone(), seen.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c
+                        .get(&sse)
+                        .header("accept", "text/event-stream")
+                        .send()
+                        .await;
+                    let outcome = match r {
+                        Ok(r) if r.status().as_u16() == 200 => match r.text().await {
+                            Ok(body) if body.matches("data: ").count() == 8 => Ok(()),
+                            Ok(body) => Err(format!("cut stream: {body:?}")),
+                            Err(e) => Err(format!("stream body: {e}")),
+                        },
+                        Ok(r) => Err(format!("{}", r.status())),
+                        Err(e) => Err(format!("{e:?}")),
+                    };
+                    let mut g = seen.lock().unwrap();
+                    match outcome {
+                        Ok(()) => g.streams += 1,
+                        Err(e) => g.failed.push((sse.clone(), e)),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(seen).unwrap().into_inner().unwrap()
+    })
+}
+
+/// Samples every replica's state on the control socket until `stop`: the fewest
+/// replicas in rotation at once, and which replicas were seen out for the update.
+fn watch_rotation(
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Vec<u32>, u64)> {
+    std::thread::spawn(move || {
+        let mut fewest = N;
+        let mut updating = Vec::new();
+        let mut samples = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let states: Vec<Option<String>> = (1..=N)
+                .map(|k| {
+                    ask(&socket, &format!("replica-state {k}"))
+                        .and_then(|v| v["state"].as_str().map(str::to_string))
+                })
+                .collect();
+            if states.iter().all(Option::is_some) {
+                samples += 1;
+                let healthy = states
+                    .iter()
+                    .filter(|s| s.as_deref() == Some("healthy"))
+                    .count() as u32;
+                fewest = fewest.min(healthy);
+                for (k, s) in (1..=N).zip(&states) {
+                    if s.as_deref() == Some("updating") && !updating.contains(&k) {
+                        updating.push(k);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        (fewest, updating, samples)
+    })
+}
+
+/// Replicas' `die`/`start` events between two times, in order: (replica, action).
+fn replica_events(p: &Cleanup, since: &str, until: &str) -> Vec<(u32, String)> {
+    let (ok, out) = docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--filter",
+        &format!("label=webui.project={}", p.name),
+        "--filter",
+        "label=webui.role=open-webui",
+        "--filter",
+        "event=start",
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    assert!(ok, "docker events");
+    out.lines()
+        .filter_map(|l| {
+            let (action, name) = l.split_once(' ')?;
+            let k = (1..=N).find(|k| replica(p, *k) == name)?;
+            Some((k, action.to_string()))
+        })
+        .collect()
+}
+
+fn unix_now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
+}
+
+fn started_at(p: &Cleanup) -> Vec<String> {
+    (1..=N)
+        .map(|k| inspect(&replica(p, k), "{{.State.StartedAt}}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving() {
+    let Some(im) = images() else { return };
+    let p = Cleanup::new("roll-ok");
+    let state = webui::state_dir();
+    let port = free_ports();
+    let w = up(state.path(), &p, &im, port);
+    let socket = state.path().join("run").join(format!("{}.sock", p.name));
+    let v1 = image_id(&format!("{}:v1", im.repo));
+
+    // Data in the shared volume, written through replica 1, read through replica 3.
+    let r = http()
+        .post(format!("http://127.0.0.1:{port}/data/write?name=keep.txt"))
+        .body("kept across the roll")
+        .send()
+        .await
+        .expect("/data/write");
+    assert_eq!(r.status().as_u16(), 200);
+    for k in 1..=N {
+        assert_eq!(inspect(&replica(&p, k), "{{.Image}}"), v1);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = steady_client(&w, state.path(), stop.clone());
+    let rotation = watch_rotation(socket.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let since = unix_now();
+    let v2 = format!("{}:v2", im.repo);
+    let (st, pr, v2c) = (state.path().to_path_buf(), p.name.clone(), v2.clone());
+    let f = tokio::task::spawn_blocking(move || {
+        webui::run(&st, &["--project", &pr, "update", "--image", &v2c], RUN)
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.await.unwrap();
+    let (fewest, out, samples) = rotation.join().unwrap();
+    let until = unix_now();
+    let all = both(&f);
+
+    assert_eq!(f.status.code(), Some(0), "{all}");
+    for k in 1..=N {
+        assert!(
+            all.contains(&format!("replica {k}/{N}")),
+            "progress line for replica {k}: {all}"
+        );
+    }
+    assert_eq!(all.matches("back in rotation").count(), N as usize, "{all}");
+    assert!(all.contains("updated all 3 replicas"), "{all}");
+    // The shared database was dumped before the first replica left.
+    let dump = f
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("database backup: "))
+        .and_then(|l| l.split(' ').next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no `database backup:` line: {all}"));
+    let bytes = std::fs::read(&dump).expect("the dump file");
+    assert!(bytes.starts_with(b"PGDMP"), "a pg_dump custom-format file");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        all.find("database backup: ") < all.find("replica 1/3"),
+        "dumped before the first replica left: {all}"
+    );
+
+    // Zero failed requests, and the client really ran through the roll.
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests: {:#?}",
+        seen.failed
+    );
+    assert!(seen.ok > 100, "too few requests to mean anything: {seen:?}");
+    assert!(seen.streams >= 5, "SSE streams completed: {seen:?}");
+    assert!(
+        seen.versions.iter().any(|v| v.contains("v1"))
+            && seen.versions.iter().any(|v| v.contains("v2")),
+        "both versions answered during the roll: {:?}",
+        seen.versions
+    );
+
+    // One at a time: the supervisor never had fewer than N-1 in rotation, and each
+    // replica was taken out.
+    assert!(samples > 50, "rotation samples: {samples}");
+    assert_eq!(fewest, N - 1, "fewest replicas in rotation at once");
+    let mut out_sorted = out.clone();
+    out_sorted.sort();
+    assert_eq!(out_sorted, vec![1, 2, 3], "each replica left rotation once");
+    // Docker's view: each replica died and started once, never two down together.
+    let events = replica_events(&p, &since, &until);
+    let mut down = 0i32;
+    let mut worst = 0i32;
+    for (_, action) in &events {
+        match action.as_str() {
+            "die" => down += 1,
+            "start" => down -= 1,
+            _ => {}
+        }
+        worst = worst.max(down);
+    }
+    assert_eq!(worst, 1, "at most one replica down at a time: {events:?}");
+    assert_eq!(
+        events.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        vec![1, 1, 2, 2, 3, 3],
+        "replicas replaced in order, one after the other: {events:?}"
+    );
+
+    // All on the new image, data and volumes kept, nothing left aside.
+    let v2_id = image_id(&v2);
+    for k in 1..=N {
+        let name = replica(&p, k);
+        assert_eq!(inspect(&name, "{{.Image}}"), v2_id, "{name}");
+        assert_eq!(inspect(&name, "{{.Config.Image}}"), v2, "{name}");
+        assert_eq!(inspect(&name, "{{.State.Status}}"), "running");
+        let rport = port + (k as u16) - 1;
+        assert!(text(rport, "/api/version").await.contains("v2"));
+    }
+    assert_eq!(
+        text(port + 2, "/data/read?name=keep.txt").await,
+        "kept across the roll"
+    );
+    let (_, names) = docker(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(
+        !names
+            .lines()
+            .any(|l| l.starts_with(&p.name) && l.ends_with("-pre-update")),
+        "no old container left aside: {names}"
+    );
+    let (_, vols) = docker(&["volume", "ls", "--format", "{{.Name}}"]);
+    for v in ["open-webui", "postgres", "redis"] {
+        assert!(vols.lines().any(|l| l == p.n(v)), "volume {v} kept: {vols}");
+    }
+    let f = sv::run(state.path(), &p, &["status"]);
+    assert!(f.stdout.contains("last update: "), "{}", both(&f));
+    sv::stop(w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replicas_keep_serving() {
+    let Some(im) = images() else { return };
+    let p = Cleanup::new("roll-bad");
+    let state = webui::state_dir();
+    let port = free_ports();
+    let w = up(state.path(), &p, &im, port);
+    let v1 = image_id(&format!("{}:v1", im.repo));
+    let before = started_at(&p);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = steady_client(&w, state.path(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let broken = format!("{}:broken", im.repo);
+    let (st, pr, b) = (state.path().to_path_buf(), p.name.clone(), broken.clone());
+    let started = Instant::now();
+    let f = tokio::task::spawn_blocking(move || {
+        webui::run(
+            &st,
+            &[
+                "--project",
+                &pr,
+                "update",
+                "--image",
+                &b,
+                "--health-timeout",
+                "10s",
+            ],
+            RUN,
+        )
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.await.unwrap();
+    let all = both(&f);
+
+    assert_eq!(f.status.code(), Some(1), "{all}");
+    assert!(
+        f.stderr.contains("stopped at replica 1"),
+        "says where the roll stopped: {all}"
+    );
+    assert!(
+        f.stderr.contains("did not become healthy"),
+        "and why: {all}"
+    );
+    assert!(
+        f.stderr.contains("update-failed-"),
+        "where the failed version's logs are: {all}"
+    );
+    assert!(
+        f.stderr
+            .contains(&format!("update --image {broken}` again")),
+        "how to retry: {all}"
+    );
+    assert!(
+        !all.contains("replica 2/3"),
+        "replica 2 was not reached: {all}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(300));
+
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests: {:#?}",
+        seen.failed
+    );
+    assert!(seen.ok > 50, "{seen:?}");
+    assert!(
+        seen.versions.iter().all(|v| v.contains("v1")),
+        "only the old version answered: {:?}",
+        seen.versions
+    );
+
+    // Replica 1 is its old container again; 2 and 3 were never touched.
+    let after = started_at(&p);
+    for k in 1..=N {
+        let name = replica(&p, k);
+        assert_eq!(inspect(&name, "{{.Image}}"), v1, "{name}");
+        assert_eq!(inspect(&name, "{{.State.Status}}"), "running", "{name}");
+        assert!(
+            text(port + (k as u16) - 1, "/api/version")
+                .await
+                .contains("v1"),
+            "{name}"
+        );
+    }
+    assert_ne!(
+        after[0], before[0],
+        "replica 1 was stopped and started again"
+    );
+    assert_eq!(after[1..], before[1..], "replicas 2 and 3 never stopped");
+    let (_, names) = docker(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(
+        !names
+            .lines()
+            .any(|l| l.starts_with(&p.name) && l.ends_with("-pre-update")),
+        "no old container left aside: {names}"
+    );
+    sv::stop(w);
+}
