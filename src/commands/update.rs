@@ -19,13 +19,22 @@
 //!    volume is restored from the backup (byte-identical), the old container is
 //!    renamed back and started, and the command exits 1 with that report.
 //!
+//! With replicas (`webui up --replicas N`, N > 1) steps 3-4 are a rolling update
+//! instead (`commands::rolling`): the shared database is dumped, then one replica at a
+//! time leaves the running proxy's rotation, is drained, replaced and health-checked,
+//! and rejoins; the others serve throughout. A replica that fails is put back and the
+//! roll stops (exit 1); nothing is restored from the dump automatically.
+//!
 //! `--json` prints one object: `{"project", "running": {"image", "image_id",
 //! "digest"}, "target": {...}, "update_available", "outcome": "up-to-date" |
-//! "update-available" | "updated" | "rolled-back", "backup": FILE | null}`.
+//! "update-available" | "updated" | "rolled-back" | "stopped" (a roll that stopped),
+//! "backup": FILE | null (the data volume's archive, or the roll's database dump),
+//! "replicas": [{"replica", "container", "outcome": "updated" | "up-to-date" |
+//! "rolled-back" | "failed" | "not-reached"}] (with replicas only)}`.
 //!
-//! The control socket of a running `webui up` documents no "updating" request, so
-//! this command does not switch its page; its health watcher shows the restarting
-//! page while Open WebUI is down.
+//! A running `webui up` is told over its control socket: `updating` / `updated`
+//! around the single container's swap (its "being updated" page), `replica-*` per
+//! replica during a roll.
 
 use std::io::Write;
 use std::path::PathBuf;
