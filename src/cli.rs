@@ -219,7 +219,11 @@ pub enum Command {
         (a newer build of its tag). `webui up` never switches images by itself: a moved\n\
         tag is ignored until `webui update`. --check exits 0 both when up to date and\n\
         when an update is available (read the output, or `update_available` in --json).\n\
-        A failed update exits 1 after rolling back; the failed start's logs are saved.")]
+        A failed update exits 1 after rolling back; the failed start's logs are saved.\n\
+        With replicas (`up --replicas N`) the update rolls: the database is dumped, then\n\
+        one replica at a time leaves rotation, finishes its requests, is replaced and\n\
+        health-checked, and rejoins while the others serve; a replica that fails is put\n\
+        back and the roll stops (exit 1).")]
     Update(UpdateCmd),
 
     /// Back up Open WebUI's data volume, the secret key, the config and certificates
