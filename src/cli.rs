@@ -244,6 +244,23 @@ pub enum Command {
         project's open-webui container (`webui up` creates it).")]
     Restore(RestoreCmd),
 
+    /// Move Open WebUI's database from its SQLite file to the project's Postgres (for
+    /// `up --replicas`); the SQLite file is kept untouched as the fallback
+    #[command(after_help = "Examples:\n  \
+        webui migrate-db --to postgres\n  \
+        webui --project team migrate-db --to postgres --json\n  \
+        webui migrate-db --to postgres --backup /srv/backups/webui-backup-default-20240501T120000Z.tar.gz\n\n\
+        Stop `webui up` first. A fresh backup is required: without --backup, migrate-db\n\
+        stops Open WebUI and then takes one itself (like `webui backup`), so it holds\n\
+        exactly what is moved; --backup FILE is accepted only when it verifies, is of this\n\
+        project and was made after Open WebUI last wrote its database. The tables are made\n\
+        by Open WebUI's own migrations (the same image), then every row is copied in one\n\
+        transaction and counted. Refused: already on Postgres, a Postgres that holds data,\n\
+        a schema the SQLite file does not match. Open WebUI stays stopped afterwards:\n\
+        start it with `webui up --replicas N`. To go back, delete <state-dir>/projects/\n\
+        <project>/database.json; the SQLite file is as it was.")]
+    MigrateDb(MigrateDbCmd),
+
     /// Check the deployment end to end and say what to fix (DNS, ports, certificate, websocket, Ollama, disk)
     #[command(after_help = "Examples:\n  \
         webui doctor\n  \
@@ -682,6 +699,33 @@ pub struct BackupCmd {
     /// The archive to write, or a directory for the default name
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateDbCmd {
+    /// The database to move to
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub to: MigrateTarget,
+
+    /// A recent backup of this project to rely on instead of taking one now (must be
+    /// newer than the database's last change)
+    #[arg(long, value_name = "FILE")]
+    pub backup: Option<PathBuf>,
+
+    /// The Postgres image, when its container does not exist yet [default: the one
+    /// `up --replicas` uses]
+    #[arg(long, env = "WEBUI_POSTGRES_IMAGE", value_name = "IMAGE")]
+    pub postgres_image: Option<String>,
+
+    /// Machine-readable summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrateTarget {
+    /// The project's Postgres container (the one `up --replicas` runs)
+    Postgres,
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod doctor;
 pub mod down;
 pub mod logs;
+pub mod migrate;
 pub mod proxy;
 pub mod restore;
 pub mod service;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Update(cmd) => update::run(&cli.global, cmd, printer).await,
         Command::Backup(cmd) => backup::run(&cli.global, cmd, printer).await,
         Command::Restore(cmd) => restore::run(&cli.global, cmd, printer).await,
+        Command::MigrateDb(cmd) => migrate::run(&cli.global, cmd, printer).await,
         Command::Doctor(cmd) => doctor::run(&cli.global, cmd, printer).await,
         Command::Version(cmd) => version::run(&cli.global, cmd, printer).await,
         Command::Token(cmd) => token::run(&cli.global, cmd, printer).await,

@@ -216,13 +216,6 @@ c1=$(new_chat "$admin" "Migrate test ünïcode 🚀" "" pin)
 c2=$(new_chat "$admin" "Archived one" archive)
 c3=$(new_chat "$user2" "Second user's chat")
 log "populated: 2 users, chats $c1 (pinned), $c2 (archived), $c3 (user 2)"
-before_admin=$(snapshot "$admin")
-before_user2=$(snapshot "$user2")
-before_users=$(users "$admin")
-grep -q "$c1" <<<"$before_admin" && grep -q "$c2" <<<"$before_admin" && grep -q "$c3" <<<"$before_user2" ||
-	die "the chats just made are not listed: $before_admin / $before_user2"
-[[ $(jq length <<<"$before_users") -ge 2 ]] || die "fewer than 2 users listed: $before_users"
-
 # ------------------------------------------------------------------ 2. migrate-db
 if [[ -n $UP_PID ]]; then
 	if webui migrate-db --to postgres --postgres-image "$PG_IMAGE" >"$WORK/refused-up.log" 2>&1; then
@@ -232,6 +225,37 @@ if [[ -n $UP_PID ]]; then
 	log "refused while webui up runs: $(grep -m1 error: "$WORK/refused-up.log")"
 	stop_up
 fi
+
+# A backup older than the database's last change is refused, and the refusal leaves
+# everything as it was: Open WebUI running on SQLite, no Postgres, no password, no record.
+webui backup --output "$WORK/old-backup.tar.gz" >/dev/null
+sleep 2
+c5=$(new_chat "$admin" "Made after the backup")
+if webui migrate-db --to postgres --postgres-image "$PG_IMAGE" --backup "$WORK/old-backup.tar.gz" >"$WORK/stale.log" 2>&1; then
+	die "migrate-db accepted a backup older than the last change"
+fi
+grep -q "before Open WebUI last wrote its database" "$WORK/stale.log" || die "unexpected stale-backup message: $(cat "$WORK/stale.log")"
+log "stale --backup refused: $(grep -m1 error: "$WORK/stale.log")"
+[[ $("$DOCKER" inspect -f '{{.State.Running}}' "$PROJECT-open-webui") == true ]] || die "Open WebUI was not started again after the refusal"
+! "$DOCKER" inspect "$PROJECT-postgres" >/dev/null 2>&1 || die "the refused run left its Postgres container"
+! "$DOCKER" volume inspect "$PROJECT-postgres" >/dev/null 2>&1 || die "the refused run left its Postgres volume"
+[[ ! -e $STATE/projects/$PROJECT/postgres_password && ! -e $STATE/projects/$PROJECT/database.json ]] ||
+	die "the refused run left a password file or database.json"
+deadline=$((SECONDS + 300))
+until curl -fsS --max-time 5 "$BASE/health" >/dev/null 2>&1; do
+	((SECONDS < deadline)) || die "Open WebUI is not healthy within 300s after the refusal"
+	sleep 1
+done
+api GET "/api/v1/chats/$c5" "$admin" >/dev/null || die "Open WebUI does not serve the last chat after the refusal"
+log "after the refusal: Open WebUI serves on SQLite again, nothing of Postgres left"
+
+before_admin=$(snapshot "$admin")
+before_user2=$(snapshot "$user2")
+before_users=$(users "$admin")
+grep -q "$c1" <<<"$before_admin" && grep -q "$c2" <<<"$before_admin" && grep -q "$c3" <<<"$before_user2" ||
+	die "the chats just made are not listed: $before_admin / $before_user2"
+[[ $(jq length <<<"$before_users") -ge 2 ]] || die "fewer than 2 users listed: $before_users"
+
 db_sum() { "$DOCKER" run --rm -v "$PROJECT-open-webui:/d:ro" --entrypoint sha256sum "$IMAGE" /d/webui.db | cut -d' ' -f1; }
 log "webui migrate-db --to postgres"
 t=$SECONDS
@@ -249,7 +273,7 @@ if webui migrate-db --to postgres --postgres-image "$PG_IMAGE" >"$WORK/again.log
 fi
 grep -q "already on postgres" "$WORK/again.log" || die "unexpected second-run message: $(cat "$WORK/again.log")"
 log "second run refused: $(grep -m1 error: "$WORK/again.log")"
-[[ $(pg_count chat) == 3 ]] || die "Postgres has $(pg_count chat) chats, expected 3"
+[[ $(pg_count chat) == 4 ]] || die "Postgres has $(pg_count chat) chats, expected 4"
 [[ $(pg_count user) == "$(jq length <<<"$before_users")" ]] || die "Postgres user count differs"
 
 # ------------------------------------------------------------------ 3. on Postgres
@@ -286,7 +310,7 @@ after:  $after_user2"
 log "same users ($(jq length <<<"$after_users")), same chats and messages for both users (pinned/archived kept)"
 
 c4=$(new_chat "$admin" "Made on Postgres")
-[[ $(pg_count chat) == 4 ]] || die "a chat made after the migration is not in Postgres"
+[[ $(pg_count chat) == 5 ]] || die "a chat made after the migration is not in Postgres"
 log "a new chat ($c4) lands in Postgres"
 stop_up
 [[ $(db_sum) == "$sum_after_migrate" ]] || die "webui.db changed after the migration: it must stay the untouched fallback"

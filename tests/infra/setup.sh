@@ -88,15 +88,6 @@ else
 fi
 step_done
 
-# ---------------------------------------------------------------- hosts
-# tests/balance.rs: a name with several addresses, as Swarm's tasks.<service> has.
-step "test host names in /etc/hosts"
-for a in 127.0.0.2 127.0.0.3; do
-	grep -qE "^$a[[:space:]]+webui-balance\.test\b" /etc/hosts ||
-		printf '%s webui-balance.test\n' "$a" >>/etc/hosts
-done
-step_done
-
 # The engine from docker.io speaks API 1.41; a newer client (e.g. the one in
 # /usr/local/bin) negotiates down, but use the matching CLI when we have it.
 if [[ -x /usr/bin/docker ]]; then
