@@ -119,6 +119,18 @@ fn db_images() -> Option<(String, String)> {
     }
 }
 
+/// `webui ARGS` with the binary at `bin` (as `webui::run` does with the built one).
+fn pinned_run(bin: &std::path::Path, state: &std::path::Path, args: &[&str]) -> Finished {
+    let mut cmd = std::process::Command::new(bin);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WEBUI_") && !k.starts_with("WEBUI_TEST_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("--state-dir").arg(state).args(args);
+    webui::finish(cmd, DEPLOY)
+}
+
 fn ok(f: &Finished, what: &str) {
     assert!(
         f.status.success(),
@@ -158,16 +170,39 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
     let Some((pg, rd)) = db_images() else {
         return;
     };
-    let _swarm = SwarmMode::ensure();
     let p = sv::Cleanup::new("swarm");
-    let _services = SwarmCleanup {
-        project: p.name.clone(),
-    };
     let state = webui::state_dir();
     let (https, http) = (sv::free_port(), sv::free_port());
     let listen = format!("0.0.0.0:{https}");
     let http_listen = format!("0.0.0.0:{http}");
     let image = images.tag("v1");
+    // The proxy image is made from the binary that runs `up`: a copy, so a rebuild
+    // of target/debug/webui meanwhile does not count as a new proxy version.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let bin = bin_dir.path().join("webui");
+    std::fs::copy(webui::bin(), &bin).unwrap();
+    // Not a swarm manager: refused with the way to make one, nothing created.
+    let (_, swarm_state) = sv::docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    if swarm_state != "active" {
+        let args = [
+            "--project",
+            p.name.as_str(),
+            "up",
+            "--swarm",
+            "--listen",
+            &listen,
+            "--image",
+            &image,
+        ];
+        let f = webui::run(state.path(), &args, Duration::from_secs(60));
+        assert_eq!(f.status.code(), Some(1), "{}{}", f.stdout, f.stderr);
+        assert!(f.stderr.contains("docker swarm init"), "{}", f.stderr);
+        assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+    }
+    let _swarm = SwarmMode::ensure();
+    let _services = SwarmCleanup {
+        project: p.name.clone(),
+    };
     let up = |replicas: &'static str| {
         let args = [
             "--project",
@@ -189,7 +224,7 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
             "--health-timeout",
             "4m",
         ];
-        webui::run(state.path(), &args, DEPLOY)
+        pinned_run(&bin, state.path(), &args)
     };
 
     // 0. A single install's data volume not on Postgres yet: refused, nothing made.

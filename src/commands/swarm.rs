@@ -376,15 +376,16 @@ fn local_ca_leaf(
     let cert_path = state.dir().join("swarm-proxy-cert.pem");
     let key_path = state.dir().join("swarm-proxy-key.pem");
     let (dns, ips) = tls::self_signed_names(domains);
-    if cert_path.exists() && key_path.exists() {
-        if let Ok((_, info)) = tls::load_pem_files(&cert_path, &key_path) {
-            let fresh = info.not_after - time::OffsetDateTime::now_utc() > LEAF_MIN_LEFT;
-            if fresh && dns.iter().all(|d| info.names.contains(d)) {
-                return Ok((
-                    std::fs::read(&cert_path)?,
-                    crate::state::read_private(&key_path)?,
-                ));
-            }
+    if cert_path.exists()
+        && key_path.exists()
+        && let Ok((_, info)) = tls::load_pem_files(&cert_path, &key_path)
+    {
+        let fresh = info.not_after - time::OffsetDateTime::now_utc() > LEAF_MIN_LEFT;
+        if fresh && dns.iter().all(|d| info.names.contains(d)) {
+            return Ok((
+                std::fs::read(&cert_path)?,
+                crate::state::read_private(&key_path)?,
+            ));
         }
     }
     let ca = LocalCa::load_or_create(&StateDir::open(&paths.state_dir)?)?;
