@@ -609,16 +609,7 @@ impl Roll<'_> {
                 self.target.image,
                 health::elapsed_text(self.timeout)
             ));
-            let mut tick = |_: Duration| {};
-            let took = health::wait(
-                self.docker,
-                &f.name,
-                &f.upstream,
-                self.timeout,
-                self.printer,
-                &mut tick,
-            )
-            .await?;
+            let took = self.healthy(f).await?;
             self.printer.line(format!(
                 "{who}: healthy after {}; watching it for {} more",
                 health::elapsed_text(took),
@@ -662,12 +653,8 @@ impl Roll<'_> {
         Ok(())
     }
 
-    /// The old container back under its name, started, healthy, in rotation.
-    async fn restore(&self, link: &Link, f: &Found, aside: &str, who: &str) -> anyhow::Result<()> {
-        if dupdate::exists(self.docker, aside).await {
-            dupdate::rename(self.docker, aside, &f.name).await?;
-        }
-        dupdate::start(self.docker, &f.name).await?;
+    /// Waits (up to `--health-timeout`) for the replica's `/health`.
+    async fn healthy(&self, f: &Found) -> anyhow::Result<Duration> {
         let mut tick = |_: Duration| {};
         health::wait(
             self.docker,
@@ -677,7 +664,16 @@ impl Roll<'_> {
             self.printer,
             &mut tick,
         )
-        .await?;
+        .await
+    }
+
+    /// The old container back under its name, started, healthy, in rotation.
+    async fn restore(&self, link: &Link, f: &Found, aside: &str, who: &str) -> anyhow::Result<()> {
+        if dupdate::exists(self.docker, aside).await {
+            dupdate::rename(self.docker, aside, &f.name).await?;
+        }
+        dupdate::start(self.docker, &f.name).await?;
+        self.healthy(f).await?;
         self.printer
             .line(format!("{who}: the old version runs again"));
         self.rejoin(link, f, who).await

@@ -246,13 +246,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             let _ = print_json(cmd.json, &report);
             return Err(e);
         }
-        let (rec, pin) = records(&running, &target, configured, &img);
-        if let Err(e) = History::update(&state, |h| {
-            h.last_update = Some(rec);
-            h.pin = Some(pin);
-        }) {
-            printer.warn(format!("cannot record the update in history.json: {e:#}"));
-        }
+        record_success(&state, &running, &target, configured, &img, &printer);
         printer.line(format!(
             "updated all {} replicas to {}",
             replicas.len(),
@@ -322,13 +316,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         match attempt {
             Ok(took) => {
                 dupdate::remove(&docker, &aside).await?;
-                let (rec, pin) = records(&running, &target, configured, &img);
-                if let Err(e) = History::update(&state, |h| {
-                    h.last_update = Some(rec);
-                    h.pin = Some(pin);
-                }) {
-                    printer.warn(format!("cannot record the update in history.json: {e:#}"));
-                }
+                record_success(&state, &running, &target, configured, &img, &printer);
                 printer.line(format!(
                     "updated {name} to {} (healthy after {}); backup of the data before: {}",
                     target.shown(),
@@ -404,13 +392,16 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
     result
 }
 
-/// What `history.json` keeps of a successful update: the record and the pin.
-fn records(
+/// Records a successful update in `history.json`: the update and the pin (so that
+/// `webui up` keeps the new image). A failure to write is a warning.
+fn record_success(
+    state: &crate::docker::project::ProjectState,
     running: &ImageReport,
     target: &ImageReport,
     configured: String,
     img: &pull::Image,
-) -> (UpdateRecord, Pin) {
+    printer: &Printer,
+) {
     let at = now_rfc3339();
     let rec = UpdateRecord {
         at: at.clone(),
@@ -426,7 +417,12 @@ fn records(
         digest: img.digest.clone(),
         at,
     };
-    (rec, pin)
+    if let Err(e) = History::update(state, |h| {
+        h.last_update = Some(rec);
+        h.pin = Some(pin);
+    }) {
+        printer.warn(format!("cannot record the update in history.json: {e:#}"));
+    }
 }
 
 /// Removes the failed container, restores the data into the old one (stopped), puts
