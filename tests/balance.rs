@@ -138,21 +138,41 @@ fn client(state: &Path) -> reqwest::Client {
     webui::https_client(&webui::local_ca(state), false)
 }
 
+/// Stand-in replicas named `names`, and `webui proxy` in front of all of them.
+/// Bind every field when taking it apart: a dropped replica is a killed one.
+struct Site {
+    replicas: Vec<Replica>,
+    p: Webui,
+    cl: reqwest::Client,
+    state: tempfile::TempDir,
+}
+
+fn site(names: &[&str]) -> Site {
+    let replicas: Vec<Replica> = names.iter().map(|n| Replica::start(n)).collect();
+    let state = webui::state_dir();
+    let p = proxy(
+        state.path(),
+        &urls(&replicas.iter().collect::<Vec<_>>()),
+        &[],
+    );
+    let cl = client(state.path());
+    Site {
+        replicas,
+        p,
+        cl,
+        state,
+    }
+}
+
 #[tokio::test]
 async fn requests_spread_over_three_replicas_and_the_access_log_names_each() {
-    let (a, b, c) = (
-        Replica::start("a"),
-        Replica::start("b"),
-        Replica::start("c"),
-    );
-    let state = webui::state_dir();
-    let p = proxy(state.path(), &urls(&[&a, &b, &c]), &[]);
-    let cl = client(state.path());
-    let mut seen = Vec::new();
-    for _ in 0..30 {
-        seen.push(who(&cl, &p.https_url("/api/version")).await);
-    }
-    let t = tally(&seen);
+    let Site {
+        replicas,
+        p,
+        cl,
+        state: _state,
+    } = site(&["a", "b", "c"]);
+    let t = round(&cl, &p, 30).await;
     for r in ["a", "b", "c"] {
         assert!(
             t.get(r).copied().unwrap_or(0) >= 5,
@@ -160,7 +180,10 @@ async fn requests_spread_over_three_replicas_and_the_access_log_names_each() {
         );
     }
     assert!(
-        p.wait_for_output(&format!("upstream=http://127.0.0.1:{}/", b.port), START),
+        p.wait_for_output(
+            &format!("upstream=http://127.0.0.1:{}/", replicas[1].port),
+            START
+        ),
         "the access log names the replica that answered:\n{}",
         p.output_text()
     );
@@ -168,14 +191,12 @@ async fn requests_spread_over_three_replicas_and_the_access_log_names_each() {
 
 #[tokio::test]
 async fn a_replica_busy_with_a_slow_request_gets_no_new_one_while_others_are_idle() {
-    let (a, b, c) = (
-        Replica::start("a"),
-        Replica::start("b"),
-        Replica::start("c"),
-    );
-    let state = webui::state_dir();
-    let p = proxy(state.path(), &urls(&[&a, &b, &c]), &[]);
-    let cl = client(state.path());
+    let Site {
+        replicas: _replicas,
+        p,
+        cl,
+        state: _state,
+    } = site(&["a", "b", "c"]);
     let slow = tokio::spawn({
         let cl = cl.clone();
         let url = p.https_url("/slow?delay_ms=4000");
@@ -244,15 +265,13 @@ async fn ws_connect(
 
 #[tokio::test]
 async fn socket_io_polling_and_websocket_stay_on_one_replica_while_other_paths_spread() {
-    let (a, b, c) = (
-        Replica::start("a"),
-        Replica::start("b"),
-        Replica::start("c"),
-    );
-    let state = webui::state_dir();
-    let p = proxy(state.path(), &urls(&[&a, &b, &c]), &[]);
+    let Site {
+        replicas,
+        p,
+        cl,
+        state,
+    } = site(&["a", "b", "c"]);
     let ca = webui::local_ca(state.path());
-    let cl = client(state.path());
     let polling = p.https_url("/ws/socket.io/?EIO=4&transport=polling");
 
     // The handshake (polling, no cookie yet) pins the session to whoever answers.
@@ -273,7 +292,7 @@ async fn socket_io_polling_and_websocket_stay_on_one_replica_while_other_paths_s
     );
     let cookie = set.split(';').next().expect("name=value").to_string();
     assert!(cookie.starts_with("webui_replica="), "{cookie}");
-    for r in [&a, &b, &c] {
+    for r in &replicas {
         assert!(
             !cookie.contains(&r.port.to_string()) && !cookie.contains("127.0.0.1"),
             "no internal address in the cookie: {cookie}"
@@ -348,20 +367,18 @@ async fn steady_gets(cl: reqwest::Client, url: String, until: Instant) -> Vec<(u
 
 #[tokio::test]
 async fn killing_a_replica_under_a_steady_client_fails_no_get() {
-    let (a, mut b, c) = (
-        Replica::start("a"),
-        Replica::start("b"),
-        Replica::start("c"),
-    );
-    let state = webui::state_dir();
-    let p = proxy(state.path(), &urls(&[&a, &b, &c]), &[]);
-    let cl = client(state.path());
+    let Site {
+        mut replicas,
+        p,
+        cl,
+        state: _state,
+    } = site(&["a", "b", "c"]);
     let until = Instant::now() + Duration::from_secs(4);
     let workers: Vec<_> = (0..4)
         .map(|_| tokio::spawn(steady_gets(cl.clone(), p.https_url("/api/version"), until)))
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    b.kill();
+    replicas[1].kill();
     let mut all = Vec::new();
     for w in workers {
         all.extend(w.await.expect("worker"));
@@ -426,10 +443,12 @@ async fn requests_whose_connection_fails_go_to_another_replica_bodies_included()
 
 #[tokio::test]
 async fn a_post_whose_body_was_sent_to_a_dying_replica_is_not_sent_again() {
-    let mut replicas = [Replica::start("a"), Replica::start("c")];
-    let state = webui::state_dir();
-    let p = proxy(state.path(), &urls(&[&replicas[0], &replicas[1]]), &[]);
-    let cl = client(state.path());
+    let Site {
+        mut replicas,
+        p,
+        cl,
+        state: _state,
+    } = site(&["a", "c"]);
     // An upload whose first part is sent, then the rest waits.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let upload = tokio::spawn({

@@ -273,10 +273,11 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     if let Some(pin) = pin {
         parts.headers.append(header::SET_COOKIE, pin);
     }
-    let body = Counted {
-        inner: body.map_err(BoxError::from).boxed(),
-        _in_flight: in_flight,
-    };
+    // The request counts as in flight until its body has been passed on or dropped.
+    let body = body.map_err(BoxError::from).map_frame(move |frame| {
+        let _ = &in_flight;
+        frame
+    });
     let res = Response::from_parts(parts, body.boxed());
     finish(&shared, res, &method, &path, start, answered_by)
 }
@@ -344,32 +345,6 @@ impl HttpBody for Lent {
 
     fn size_hint(&self) -> SizeHint {
         self.taken.as_ref().map_or(self.hint, |b| b.size_hint())
-    }
-}
-
-/// A response body that keeps its request counted in flight until it ends or is dropped.
-struct Counted {
-    inner: Body,
-    _in_flight: crate::route::RequestGuard,
-}
-
-impl HttpBody for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
