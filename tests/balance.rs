@@ -190,7 +190,7 @@ async fn requests_spread_over_three_replicas_and_the_access_log_names_each() {
 }
 
 #[tokio::test]
-async fn a_replica_busy_with_a_slow_request_gets_no_new_one_while_others_are_idle() {
+async fn a_replica_busy_with_a_slow_request_or_a_stream_gets_no_new_one_while_others_are_idle() {
     let Site {
         replicas: _replicas,
         p,
@@ -218,6 +218,23 @@ async fn a_replica_busy_with_a_slow_request_gets_no_new_one_while_others_are_idl
         "least outstanding: nothing went to {busy}, busy with the slow request: {t:?}"
     );
     assert_eq!(t.len(), 2, "the two idle replicas share the rest: {t:?}");
+
+    // A response still streaming its body counts as outstanding too (a generation).
+    let mut stream = cl
+        .get(p.https_url("/ndjson?n=8&interval_ms=500"))
+        .send()
+        .await
+        .expect("stream");
+    let streaming = replica_of(&stream);
+    stream.chunk().await.expect("first line").expect("a line");
+    let t = round(&cl, &p, 12).await;
+    assert!(
+        !t.contains_key(&streaming) && t.len() == 2,
+        "nothing went to {streaming}, streaming a response: {t:?}"
+    );
+    // Once the stream is done (read to its end), it is back in rotation.
+    while stream.chunk().await.expect("line").is_some() {}
+    assert!(round(&cl, &p, 6).await.contains_key(&streaming));
 }
 
 type Ws =
