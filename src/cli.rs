@@ -175,7 +175,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         webui logs --tail 100\n  \
         webui logs open-webui -f --since 10m\n  \
-        webui logs ollama --since 2024-05-01T12:00:00Z --timestamps")]
+        webui logs ollama --since 2024-05-01T12:00:00Z --timestamps\n  \
+        webui logs open-webui --replica 2 --tail 50")]
     Logs(LogsCmd),
 
     /// Stop and remove the containers and network; data volumes and the secret stay
@@ -783,6 +784,10 @@ pub enum LogService {
     #[value(name = "open-webui")]
     OpenWebui,
     Ollama,
+    /// `up --replicas`: the database
+    Postgres,
+    /// `up --replicas`: websockets and shared state
+    Redis,
     All,
 }
 
@@ -807,6 +812,10 @@ pub struct LogsCmd {
     /// Prefix each line with the time Docker received it
     #[arg(short, long)]
     pub timestamps: bool,
+
+    /// With `up --replicas`: only this Open WebUI replica (1 is the first)
+    #[arg(long, value_name = "K")]
+    pub replica: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

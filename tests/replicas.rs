@@ -273,6 +273,20 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
         assert!(text.contains(&want), "`{want}` in:\n{text}");
     }
 
+    // logs: one replica alone, or every container with its service in front.
+    let f = run(state.path(), &p, &["logs", "open-webui", "--replica", "3"]);
+    assert!(f.status.success(), "{}", f.stderr);
+    assert!(f.stdout.contains("standin openwebui"), "{}", f.stdout);
+    assert!(!f.stdout.contains(" | "), "one container, no prefix: {}", f.stdout);
+    let f = run(state.path(), &p, &["logs"]);
+    assert!(f.status.success(), "{}", f.stderr);
+    for prefix in ["open-webui   | ", "open-webui-2 | ", "open-webui-3 | "] {
+        assert!(f.stdout.contains(prefix), "`{prefix}` in:\n{}", f.stdout);
+    }
+    let f = run(state.path(), &p, &["logs", "open-webui", "--replica", "4"]);
+    assert_eq!(f.status.code(), Some(1), "{}", f.stderr);
+    assert!(f.stderr.contains("no Open WebUI replica 4"), "{}", f.stderr);
+
     // Killing a replica while a client keeps asking: no request fails, and the
     // replica comes back.
     let stop_flag = Arc::new(AtomicBool::new(false));

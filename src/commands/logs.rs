@@ -1,7 +1,8 @@
-//! `webui logs [open-webui|ollama|all] [-f] [--tail N] [--since T] [--timestamps]`:
+//! `webui logs [open-webui|ollama|postgres|redis|all] [--replica K] [-f] [--tail N]
+//! [--since T] [--timestamps]`:
 //! the containers' output through the Docker API. Container stdout goes to stdout,
-//! stderr to stderr; with several services each line starts with `service | `, like
-//! compose. Without `-f` the services are shown one after the other; with `-f` lines
+//! stderr to stderr; with several containers each line starts with `service | `, like
+//! compose (`open-webui-2` for replica 2 of `up --replicas`). Without `-f` the services are shown one after the other; with `-f` lines
 //! are interleaved as they come, until SIGINT/SIGTERM or the containers stop.
 
 use std::io::Write;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{GlobalArgs, LogService, LogsCmd};
 use crate::config::up::Project;
 use crate::docker::logs::{self, Line, Options, Source};
+use crate::docker::replicas::LABEL_REPLICA;
 use crate::docker::spec::{LABEL_ROLE, Names};
 use crate::docker::{self, Role, ensure};
 use crate::error::UserError;
@@ -36,22 +38,64 @@ pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyho
     let names = Names::new(&project);
 
     let managed = ensure::list_managed(&docker, &project).await?;
-    let mut present: Vec<Role> = managed
+    // (role, replica, container name, shown service) of every container, in order.
+    let mut containers: Vec<(Role, Option<u32>, String, String)> = managed
         .iter()
         .filter_map(|c| {
-            c.labels
+            let labels = c.labels.as_ref()?;
+            let role = labels.get(LABEL_ROLE).and_then(|r| Role::parse(r))?;
+            let replica: Option<u32> = labels.get(LABEL_REPLICA).and_then(|r| r.parse().ok());
+            let name = c
+                .names
                 .as_ref()?
-                .get(LABEL_ROLE)
-                .and_then(|r| Role::parse(r))
+                .first()?
+                .trim_start_matches('/')
+                .to_string();
+            let shown = match replica {
+                Some(k) if k > 1 => format!("{role}-{k}"),
+                _ => role.as_str().to_string(),
+            };
+            Some((role, replica, name, shown))
         })
         .collect();
-    present.sort();
-    present.dedup();
+    containers.sort();
+    let present: Vec<Role> = containers.iter().map(|c| c.0).collect();
     let wanted: Vec<Role> = match cmd.service.unwrap_or(LogService::All) {
-        LogService::All => present.clone(),
+        LogService::All if cmd.replica.is_some() => vec![Role::OpenWebui],
+        LogService::All => {
+            let mut all = present.clone();
+            all.dedup();
+            all
+        }
         LogService::OpenWebui => vec![Role::OpenWebui],
         LogService::Ollama => vec![Role::Ollama],
+        LogService::Postgres => vec![Role::Postgres],
+        LogService::Redis => vec![Role::Redis],
     };
+    if cmd.replica.is_some() && wanted != [Role::OpenWebui] {
+        return Err(
+            UserError::new("--replica picks one of the Open WebUI replicas")
+                .hint("webui logs open-webui --replica 2")
+                .into(),
+        );
+    }
+    let targets: Vec<(String, String)> = containers
+        .iter()
+        .filter(|(role, replica, _, _)| {
+            wanted.contains(role) && cmd.replica.is_none_or(|k| replica.unwrap_or(1) == k)
+        })
+        .map(|(_, _, name, shown)| (shown.clone(), name.clone()))
+        .collect();
+    if let Some(k) = cmd.replica
+        && targets.is_empty()
+    {
+        return Err(UserError::new(format!(
+            "project {} has no Open WebUI replica {k}",
+            project.key()
+        ))
+        .hint("`webui status` lists the replicas")
+        .into());
+    }
     if let Some(missing) = wanted.iter().find(|r| !present.contains(r)) {
         return Err(UserError::new(format!(
             "there is no {} container in project {}",
@@ -68,9 +112,9 @@ pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyho
                 .into(),
         );
     }
-    let width = wanted.iter().map(|r| r.as_str().len()).max().unwrap_or(0);
+    let width = targets.iter().map(|t| t.0.len()).max().unwrap_or(0);
     let prefix = |service: &str| {
-        if wanted.len() > 1 {
+        if targets.len() > 1 {
             format!("{service:<width$} | ")
         } else {
             String::new()
@@ -80,18 +124,18 @@ pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyho
     let shutdown = CancellationToken::new();
     crate::signal::cancel_on_signal(shutdown.clone())?;
     let (tx, mut rx) = mpsc::channel::<Line>(1024);
-    let groups: Vec<Vec<Role>> = if opts.follow {
-        vec![wanted.clone()]
+    let groups: Vec<Vec<(String, String)>> = if opts.follow {
+        vec![targets.clone()]
     } else {
-        wanted.iter().map(|r| vec![*r]).collect()
+        targets.iter().map(|t| vec![t.clone()]).collect()
     };
     for group in groups {
         let mut tasks = Vec::new();
-        for role in group {
+        for (shown, name) in group {
             tasks.push(tokio::spawn(logs::stream_lines(
                 docker.clone(),
-                role.as_str().to_string(),
-                names.container(role).to_string(),
+                shown,
+                name,
                 opts.clone(),
                 tx.clone(),
             )));
