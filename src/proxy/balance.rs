@@ -12,6 +12,9 @@
 //!   come back to it), so with several upstreams `/ws/` answers carry a cookie naming
 //!   the upstream by an opaque id (a keyed hash, never the address) and `/ws/`
 //!   requests carrying it go back there while it is in the route and not ejected.
+//!   Open WebUI's default (`ENABLE_WEBSOCKET_SUPPORT=true`) is websocket-only, where a
+//!   connection stays on its replica anyway; the cookie is what keeps the polling
+//!   transport (`ENABLE_WEBSOCKET_SUPPORT=false`) working, and costs nothing otherwise.
 //!
 //! No lock is taken per request: a route's upstreams are resolved to their counters
 //! once per route snapshot ([`Snapshot`]), after that it is atomics only.
