@@ -4,7 +4,9 @@
 # (tokens 300 ms apart: image webui-test/ollama:slow), and a real browser (Debian's
 # chromium, headless, driven by playwright-core) through webui's HTTPS + WebSocket
 # proxy; then `webui update` to the same Open WebUI version (a new image id) and the
-# browser again. Run by tests/e2e.rs (`cargo test --test e2e`) and .ci/e2e.
+# browser again; then `webui migrate-db --to postgres` of this install (migrate.sh) and a
+# 3-replica site on Postgres + Redis (scale.sh). Run by tests/e2e.rs (`cargo test --test
+# e2e`) and .ci/e2e.
 #
 #   tests/e2e/run.sh [IMAGE]     # default: 127.0.0.1:5000/webui-test/open-webui-real:<ver>
 #
@@ -427,12 +429,27 @@ step "browser: reload, still logged in, the chat still there"
 browser second
 step_done
 
+# Issue 12 on the real Open WebUI: this populated install (admin, the chat, the upload)
+# moves to Postgres, then a separate 3-replica site proves sessions, live events and
+# a killed replica. Each phase script says what it checks at its top.
+step "migrate-db --to postgres on this install: same users and chats (migrate.sh)"
+MIGRATE_STATE=$STATE MIGRATE_PROJECT=$PROJECT MIGRATE_PORT=$APP_PORT \
+	MIGRATE_UP_PID=$WEBUI_PID MIGRATE_ADMIN_EMAIL=$E2E_ADMIN_EMAIL \
+	MIGRATE_ADMIN_PASSWORD=$E2E_ADMIN_PASSWORD WEBUI_BIN=$WEBUI_BIN \
+	bash "$HERE/migrate.sh" "$UPDATE_IMAGE" || die "the migrate-db phase failed (output above)"
+step_done
+
+step "scale-out: up --replicas 3, session, live events, a replica killed (scale.sh)"
+WEBUI_BIN=$WEBUI_BIN bash "$HERE/scale.sh" "$IMAGE" || die "the scale-out phase failed (output above)"
+step_done
+
 log "exercised: real Open WebUI $VERSION pulled from the local registry by webui up;"
 log "  a pebble-issued certificate (HTTP-01) trusted by chromium through NSS;"
 log "  the admin's $([[ $E2E_ADMIN_MODE == login ]] && echo "login (made by webui up --admin-email)" || echo "signup as the first user"), model pick,"
 log "  a streamed answer seen growing over the websocket through the proxy;"
 log "  a 20 MB upload (no 413); webui update to the same version (container recreated)"
-log "  keeping the session and the chat;"
+log "  keeping the session and the chat; migrate-db to Postgres keeping users and chats;"
+log "  3 replicas on Postgres + Redis: one session on all, live events, a replica killed;"
 log "  container ports published on 127.0.0.1 only, Ollama not published."
 if [[ -f $WORK/browser-steps ]]; then
 	while IFS='|' read -r n ms; do STEPS+=("$(printf '  %-56s %5sms' "$n" "$ms")"); done <"$WORK/browser-steps"
