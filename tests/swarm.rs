@@ -42,6 +42,8 @@ impl Drop for SwarmMode {
     fn drop(&mut self) {
         if self.created {
             sv::docker(&["swarm", "leave", "--force"]);
+            // Made by `swarm init`; left behind by `leave`.
+            sv::docker(&["network", "rm", "docker_gwbridge"]);
         }
     }
 }
@@ -92,7 +94,7 @@ impl SwarmCleanup {
         }
         // The proxy image made from the test build (one per binary: do not pile
         // them up); one still in use by another project stays.
-        for i in ids(&["image", "ls", "-q", "webui/proxy"]) {
+        for i in ids(&["image", "ls", "-q", "webui.invalid/proxy"]) {
             sv::docker(&["image", "rm", &i]);
         }
     }

@@ -8,7 +8,7 @@
 //! group, nsswitch.conf "hosts: files dns", hosts, resolv.conf), `/tmp` and
 //! `/var/lib/webui` (the proxy's state volume). It is imported like `docker import`
 //! (`POST /images/create?fromSrc=-` with the tar as the body) as
-//! `webui/proxy:<version>-<first 12 hex digits of the binary's SHA-256>`; an image
+//! `webui.invalid/proxy:<version>-<first 12 hex digits of the binary's SHA-256>`; an image
 //! with that tag already present is reused.
 //!
 //! Every library is on the manager's disk and glibc >= 2.34 has the NSS `files`
@@ -28,14 +28,18 @@ use sha2::{Digest, Sha256};
 use crate::docker::{engine_message, is_not_found};
 use crate::output::Printer;
 
-pub const REPO: &str = "webui/proxy";
+/// Under the reserved `.invalid` domain (RFC 2606), so it names no registry: the
+/// swarm agent's pull before each start fails at once and the local image is used.
+/// A Docker Hub name like `webui/proxy` would be pulled, and run, if someone ever
+/// pushed that tag there.
+pub const REPO: &str = "webui.invalid/proxy";
 /// Where the binary sits in the image.
 pub const BINARY: &str = "/webui";
 /// The proxy's state directory inside the image (a volume at run time).
 pub const STATE_DIR: &str = "/var/lib/webui";
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// `webui/proxy:<version>-<sha12>` for the executable's bytes.
+/// The tag `<version>-<sha12>` for the executable's bytes.
 pub fn tag_for(binary_sha256: &str) -> String {
     format!(
         "{}-{}",
@@ -211,7 +215,7 @@ pub fn write_rootfs<W: Write>(exe: &Path, out: W) -> anyhow::Result<W> {
 }
 
 /// The proxy image for this executable: reused when present, else built and
-/// imported. Returns its reference (`webui/proxy:<tag>`).
+/// imported. Returns its reference (`webui.invalid/proxy:<tag>`).
 pub async fn ensure(docker: &Docker, printer: &Printer) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("cannot find the running webui executable")?;
     let sha = sha256_file(&exe)?;

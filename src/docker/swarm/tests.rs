@@ -60,12 +60,19 @@ fn open_webui_is_replicated_unpublished_health_checked_and_labelled() {
     let c = task.container_spec.unwrap();
     let env = c.env.unwrap();
     for want in [
-        "DATABASE_URL=postgresql://openwebui:pw0123456789abcdef@postgres:5432/openwebui",
-        "WEBSOCKET_MANAGER=redis",
-        "REDIS_URL=redis://redis:6379/0",
+        format!(
+            "DATABASE_URL={}",
+            replicas::database_url("pw0123456789abcdef")
+        ),
+        "WEBSOCKET_MANAGER=redis".to_string(),
+        "REDIS_URL=redis://redis:6379/0".to_string(),
     ] {
-        assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
+        assert!(env.contains(&want), "{want} in {env:?}");
     }
+    assert!(
+        replicas::database_url("x").contains("@postgres:5432/"),
+        "the alias the postgres service has"
+    );
     assert!(env.iter().any(|e| e.starts_with("WEBUI_SECRET_KEY=")));
     assert_eq!(c.health_check.unwrap().test.unwrap(), open_webui_health());
     let mount = &c.mounts.unwrap()[0];
@@ -117,7 +124,7 @@ fn the_proxy_publishes_in_host_mode_on_this_node_and_stops_first() {
     };
     let d = proxy_def(
         &names,
-        "webui/proxy:x",
+        "webui.invalid/proxy:x",
         "node1",
         vec!["proxy".into()],
         ports,
