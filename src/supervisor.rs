@@ -974,6 +974,7 @@ impl Monitor {
     async fn probe(&self, base: &str, healthy: &mut bool, failures: &mut u32, svcs: &mut [Svc]) {
         let h = match self.primary {
             Some(Role::Ollama) => health::probe_ollama(base).await,
+            _ if self.replica.is_some() => crate::docker::replicas::probe(base).await,
             _ => health::probe(base).await,
         };
         edit(&self.live, |l| {

@@ -319,7 +319,7 @@ async fn supervise_replicas(
     let mut inners = Vec::new();
     let mut parts = Vec::new();
     for r in &ready.replicas {
-        let initial = match health::probe(&r.base()).await {
+        let initial = match replicas::probe(&r.base()).await {
             Health::Healthy => Route::forward(r.upstream()),
             _ => Route::Hold(Hold {
                 phase: Phase::Starting,

@@ -296,6 +296,20 @@ pub async fn wait_postgres(
     }
 }
 
+/// A replica's health: `/health/db` (`{"status": true}` only while Open WebUI reaches
+/// its database; `/health` stays 200 with Postgres down), so a replica that lost
+/// Postgres leaves the rotation and, when all did, the site shows its hold page. An
+/// Open WebUI without `/health/db` (404) is judged by `/health`.
+pub async fn probe(base: &str) -> super::health::Health {
+    use super::health::{self, Health};
+    let url = format!("{}/health/db", base.trim_end_matches('/'));
+    match health::http_get(&url, Duration::from_secs(5)).await {
+        Ok((http::StatusCode::NOT_FOUND, _)) => health::probe(base).await,
+        Ok((status, body)) => health::judge(status, &body),
+        Err(e) => Health::Unreachable(format!("{e:#}")),
+    }
+}
+
 /// `GET /api/config`'s `onboarding` (true exactly while Open WebUI has no account);
 /// `None` when it does not answer.
 async fn has_no_accounts(base: &str) -> Option<bool> {
@@ -425,6 +439,51 @@ mod tests {
         // The password never shows in the printable summary.
         assert!(!format!("{:?}", r2.summary()).contains("pw0123456789abcdef"));
         assert_ne!(r2.hash(), b.hash());
+    }
+
+    /// A loopback HTTP server answering each path with a fixed status and body.
+    async fn serve(answers: &'static [(&'static str, u16, &'static str)]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let mut buf = vec![0u8; 2048];
+                let n = c.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split(' ').nth(1).unwrap_or("").to_string();
+                let (status, body) = answers
+                    .iter()
+                    .find(|(p, _, _)| *p == path)
+                    .map(|(_, s, b)| (*s, *b))
+                    .unwrap_or((404, "{}"));
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(resp.as_bytes()).await;
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_replica_without_its_database_is_not_healthy() {
+        use crate::docker::health::Health;
+        const OK: &str = r#"{"status":true}"#;
+        let db_down = serve(&[
+            ("/health", 200, OK),
+            ("/health/db", 500, r#"{"status":false}"#),
+        ])
+        .await;
+        assert!(matches!(probe(&db_down).await, Health::Unhealthy(_)));
+        let fine = serve(&[("/health", 200, OK), ("/health/db", 200, OK)]).await;
+        assert_eq!(probe(&fine).await, Health::Healthy);
+        // An Open WebUI without /health/db is judged by /health.
+        let old = serve(&[("/health", 200, OK)]).await;
+        assert_eq!(probe(&old).await, Health::Healthy);
+        let starting = serve(&[("/health", 503, "{}")]).await;
+        assert!(matches!(probe(&starting).await, Health::Unhealthy(_)));
     }
 
     #[test]
