@@ -601,7 +601,10 @@ mod tests {
     fn upstreams_are_every_flag_once_in_order_or_the_file() {
         let f = file("upstream = \"http://10.0.0.2:8080\"\n");
         let names = |v: Vec<Uri>| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(upstreams(&[], &f).unwrap()), ["http://10.0.0.2:8080/"]);
+        assert_eq!(
+            names(upstreams(&[], &f).unwrap()),
+            ["http://10.0.0.2:8080/"]
+        );
         let cli = ["http://a:1", "http://b:2", "http://a:1"].map(String::from);
         assert_eq!(
             names(upstreams(&cli, &f).unwrap()),
