@@ -111,6 +111,27 @@ fn wait_status(state: &Path, p: &Cleanup, limit: Duration, ok: impl Fn(&Value) -
     }
 }
 
+/// `webui up --replicas n` with the test images of Postgres and Redis.
+fn up_replicas(
+    state: &Path,
+    p: &Cleanup,
+    image: &str,
+    port: u16,
+    n: u32,
+    db: &DbImages,
+) -> webui::Webui {
+    let n = n.to_string();
+    let args = [
+        "--replicas",
+        n.as_str(),
+        "--postgres-image",
+        &db.postgres,
+        "--redis-image",
+        &db.redis,
+    ];
+    up(state, p, image, port, "127.0.0.1:0", &args)
+}
+
 fn replicas_healthy(v: &Value, n: usize) -> bool {
     let r = v["supervisor"]["replicas"].as_array();
     r.is_some_and(|r| r.len() == n && r.iter().all(|x| x["state"] == "healthy"))
@@ -128,21 +149,7 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
     let state = webui::state_dir();
     let image = img.tag("v1");
     let port = free_ports(3);
-    let w = up(
-        state.path(),
-        &p,
-        &image,
-        port,
-        "127.0.0.1:0",
-        &[
-            "--replicas",
-            "3",
-            "--postgres-image",
-            &db.postgres,
-            "--redis-image",
-            &db.redis,
-        ],
-    );
+    let w = up_replicas(state.path(), &p, &image, port, 3, &db);
     wait_ready(&w);
     let out = w.output_text();
     let names = [p.n("open-webui"), p.n("open-webui-2"), p.n("open-webui-3")];
@@ -277,7 +284,11 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
     let f = run(state.path(), &p, &["logs", "open-webui", "--replica", "3"]);
     assert!(f.status.success(), "{}", f.stderr);
     assert!(f.stdout.contains("standin openwebui"), "{}", f.stdout);
-    assert!(!f.stdout.contains(" | "), "one container, no prefix: {}", f.stdout);
+    assert!(
+        !f.stdout.contains(" | "),
+        "one container, no prefix: {}",
+        f.stdout
+    );
     let f = run(state.path(), &p, &["logs"]);
     assert!(f.status.success(), "{}", f.stderr);
     for prefix in ["open-webui   | ", "open-webui-2 | ", "open-webui-3 | "] {
@@ -349,6 +360,25 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
         .unwrap_or_default();
     assert!(restarted["exits"].as_u64() >= Some(1), "{v:#}");
 
+    // Postgres and Redis are supervised too: killed, they are started again.
+    for svc in ["postgres", "redis"] {
+        let name = p.n(svc);
+        assert!(docker(&["kill", &name]).0);
+        let t = Instant::now();
+        while inspect(&name, "{{.State.Running}}") != "true" {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{name} was not restarted:\n{}",
+                w.output_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let out = w.output_text();
+    for svc in ["postgres", "redis"] {
+        assert!(out.contains(&format!("restarted {}", p.n(svc))), "{out}");
+    }
+
     // Back to one replica: the others and Redis go, Postgres (the data) stays, and
     // replica 1 stays on it; no volume is deleted.
     stop(w);
@@ -405,22 +435,7 @@ async fn replicas_refuse_a_single_install_with_accounts_in_sqlite() {
     stop(w);
     let id = inspect(&p.n("open-webui"), "{{.Id}}");
 
-    let w = up(
-        state.path(),
-        &p,
-        &image,
-        port,
-        "127.0.0.1:0",
-        &[
-            "--replicas",
-            "3",
-            "--postgres-image",
-            &db.postgres,
-            "--redis-image",
-            &db.redis,
-        ],
-    );
-    let mut w = w;
+    let mut w = up_replicas(state.path(), &p, &image, port, 3, &db);
     let status = w
         .wait(Duration::from_secs(120))
         .expect("up --replicas exits");
