@@ -345,7 +345,12 @@ pub struct ProxyCmd {
     /// with commas) for replicas: requests are balanced across them. A host name that
     /// resolves to several addresses (Swarm's tasks.<service>) counts as one upstream
     /// per address, re-resolved every 2 s
-    #[arg(long, env = "WEBUI_UPSTREAM", value_name = "URL", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "WEBUI_UPSTREAM",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
     pub upstream: Vec<String>,
 
     #[command(flatten)]
