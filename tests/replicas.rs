@@ -456,3 +456,50 @@ async fn replicas_refuse_a_single_install_with_accounts_in_sqlite() {
             .exists()
     );
 }
+
+#[test]
+fn bad_replica_settings_exit_1_before_anything_starts() {
+    let state = webui::state_dir();
+    for (args, want) in [
+        (vec!["--replicas", "0"], "--replicas 0 is out of range"),
+        (vec!["--replicas", "17"], "--replicas 17 is out of range"),
+        (
+            vec!["--replicas", "2", "--network", "host"],
+            "--replicas 2 needs --network bridge",
+        ),
+        (
+            vec!["--replicas", "3", "--port", "65534"],
+            "--port 65534 leaves no room for 3 replicas",
+        ),
+        (
+            vec!["--replicas", "2", "--postgres-image", "Bad Image"],
+            "--postgres-image",
+        ),
+    ] {
+        let mut all = vec![
+            "--project",
+            "t-h2-bad",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(&args);
+        let f = webui::run(state.path(), &all, Duration::from_secs(30));
+        assert_eq!(
+            f.status.code(),
+            Some(1),
+            "{args:?}: {}{}",
+            f.stdout,
+            f.stderr
+        );
+        assert!(
+            f.stderr.contains(want),
+            "{args:?}: `{want}` in {}",
+            f.stderr
+        );
+    }
+    // Nothing was written for the project.
+    assert!(!state.path().join("projects").join("t-h2-bad").exists());
+}
