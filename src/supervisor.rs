@@ -603,7 +603,16 @@ impl Monitor {
                 }
                 continue;
             }
-            if was_updating {
+            // The route holds the "updating" page while this monitor still thinks it
+            // forwards: `updating` was set and cleared between two looks (a sleep of
+            // up to POLL_HEALTHY), e.g. a rolling update handing back a replica it had
+            // just taken out. Look again as after any update (once: `healthy` drops).
+            let missed_update = healthy
+                && matches!(
+                    &*self.routes.borrow(),
+                    Route::Hold(h) if h.phase == Phase::Updating
+                );
+            if was_updating || missed_update {
                 was_updating = false;
                 healthy = false;
                 failures = 0;

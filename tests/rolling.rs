@@ -552,5 +552,39 @@ async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replic
             .any(|l| l.starts_with(&p.name) && l.ends_with("-pre-update")),
         "no old container left aside: {names}"
     );
+
+    // An update killed after taking replica 2 out of rotation leaves it out and
+    // unwatched in `webui up`; the next update hands it back first, then rolls.
+    let socket = state.path().join("run").join(format!("{}.sock", p.name));
+    let v = ask(&socket, "replica-updating 2").expect("the control socket answers");
+    assert_eq!(v["ok"], true, "{v}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = steady_client(&w, state.path(), stop.clone());
+    let v2 = format!("{}:v2", im.repo);
+    let (st, pr) = (state.path().to_path_buf(), p.name.clone());
+    let f = tokio::task::spawn_blocking(move || {
+        webui::run(&st, &["--project", &pr, "update", "--image", &v2], RUN)
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.await.unwrap();
+    let all = both(&f);
+    assert_eq!(f.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("replica 2 was left out of rotation by an interrupted update"),
+        "{all}"
+    );
+    assert!(all.contains("updated all 3 replicas"), "{all}");
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests: {:#?}",
+        seen.failed
+    );
+    for k in 1..=N {
+        let v = ask(&socket, &format!("replica-state {k}")).expect("answer");
+        assert_eq!(v["state"], "healthy", "replica {k}: {v}");
+        assert_eq!(v["updating"], false, "replica {k}: {v}");
+    }
     sv::stop(w);
 }

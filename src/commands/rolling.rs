@@ -390,6 +390,24 @@ impl Roll<'_> {
                 "not-reached"
             },
         }));
+        // A roll killed midway (Ctrl-C, SIGKILL) left its replica out of rotation and
+        // unwatched in `webui up`: the containers are in place again (`find` checked),
+        // so hand such replicas back first.
+        if matches!(link, Link::Up(_)) {
+            for f in found {
+                let v = self
+                    .ask(&link, format!("replica-state {}", f.index))
+                    .await?;
+                if v["updating"] == true {
+                    self.printer.line(format!(
+                        "replica {} was left out of rotation by an interrupted update; putting it back",
+                        f.index
+                    ));
+                    self.rejoin(&link, f, &format!("replica {}/{n} ({})", f.index, f.name))
+                        .await?;
+                }
+            }
+        }
         let todo = pending(found, &self.target.image_id);
         self.printer.line(format!(
             "rolling update of {} of {n} replicas to {}, one at a time",
