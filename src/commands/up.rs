@@ -72,6 +72,14 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     let openai_key = load_openai_key(&up, &printer)?;
     let validated = site::validate(&proxy_settings)?;
     let behind = crate::config::behind::behind_proxy(cmd, &file)?;
+    if behind && up.replicas > 1 {
+        return Err(UserError::new(format!(
+            "--replicas {} needs webui's own proxy to balance across the replicas; with --behind-proxy your web server would reach only the first one",
+            up.replicas
+        ))
+        .hint("drop --behind-proxy (webui then serves HTTPS itself), or run one replica behind your web server")
+        .into());
+    }
     let admin_settings = upcfg::admin(cmd, &file, &proxy_settings.domains)?;
     let admin_password = crate::admin::password_from_env()?;
 
@@ -410,7 +418,7 @@ pub fn control_handler(
 }
 
 /// [`control_handler`] plus, with `up --replicas`, the rolling update's per-replica
-/// requests (`replica-updating K`, `replica-inflight K`, `replica-updated K`:
+/// requests (`replica-updating K`, `replica-state K`, `replica-updated K`:
 /// `rolling::Handover`).
 fn control_handler_with(
     live: SharedLive,
