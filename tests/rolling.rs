@@ -450,6 +450,12 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
     }
     let f = sv::run(state.path(), &p, &["status"]);
     assert!(f.stdout.contains("last update: "), "{}", both(&f));
+    // `webui up` knew the stops were the update's: no crash or stop reported.
+    let out = w.output_text();
+    assert!(
+        !out.contains("exited (code") && !out.contains("was stopped (not by a crash)"),
+        "the roll's stops reported as crashes or stops: {out}"
+    );
     sv::stop(w);
 }
 
