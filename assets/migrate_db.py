@@ -10,7 +10,8 @@ and hands it to `copy`.
     python3 -c "$SCRIPT" inspect|copy
 
 Environment:
-    WEBUI_MIGRATE_PG      postgresql://user:password@host:5432/db (libpq form)
+    WEBUI_MIGRATE_PG      postgresql://user:password@host:5432/db (libpq form); inspect
+                          without it reads the SQLite side only
     WEBUI_MIGRATE_SQLITE  the SQLite file, e.g. /app/backend/data/webui.db
     WEBUI_MIGRATE_PLAN    copy only: the plan, JSON
 
@@ -336,14 +337,16 @@ def main():
     try:
         if mode == "inspect":
             scon = sqlite_open()
-            conn = pg_connect()
-            out = {"sqlite": sqlite_side(scon), "postgres": pg_side(conn)}
+            out = {"sqlite": sqlite_side(scon), "postgres": {"tables": {}, "alembic": []}}
+            if os.environ.get("WEBUI_MIGRATE_PG"):
+                conn = pg_connect()
+                out["postgres"] = pg_side(conn)
+                conn.close()
             if out["sqlite"] is not None:
                 src = os.environ["WEBUI_MIGRATE_SQLITE"]
                 out["sqlite"]["mtime"] = max(
                     os.path.getmtime(f) for f in (src, src + "-wal") if os.path.isfile(f)
                 )
-            conn.close()
             result(out)
         elif mode == "copy":
             copy(json.loads(os.environ["WEBUI_MIGRATE_PLAN"]))

@@ -9,15 +9,17 @@
 //!    the project is not already on Postgres (`database.json`), no `webui up` runs for
 //!    it (its supervisor would restart what this stops), and a `--backup` file verifies
 //!    and is of this project.
-//! 2. The Postgres container is started (or reused) with its volume and the 0600
-//!    password file (`ProjectState::postgres_password`).
-//! 3. Open WebUI is stopped. From here on any failure starts it again on SQLite.
-//! 4. `inspect` (assets/migrate_db.py in a one-shot container of the same Open WebUI
-//!    image, data volume read-only): the target must hold no data; the SQLite file's
-//!    last write time is read.
-//! 5. The backup: `--backup FILE` must be newer than that last write (so it holds the
+//! 2. Open WebUI is stopped. From here on any failure starts it again on SQLite, and
+//!    a Postgres container, volume and password made by this run are removed again (they
+//!    hold nothing), so `up` does not take the project for moved.
+//! 3. `inspect` of the SQLite side (assets/migrate_db.py in a one-shot container of the
+//!    same Open WebUI image, data volume read-only): there is a `webui.db`, and when it
+//!    was last written.
+//! 4. The backup: `--backup FILE` must be newer than that last write (so it holds the
 //!    data being moved); otherwise migrate-db takes one itself now, while Open WebUI is
 //!    stopped (`webui backup`'s code: verified, recorded in history.json).
+//! 5. The Postgres container is started (or reused) with its volume and the 0600
+//!    password file (`ProjectState::postgres_password`); it must hold no data yet.
 //! 6. The schema: the same Open WebUI image imports `open_webui.config` once against
 //!    Postgres, which runs its own Alembic migrations (DATA_DIR is a throw-away
 //!    directory inside that container: the volume is not mounted).
@@ -425,7 +427,7 @@ pub async fn run(global: &GlobalArgs, cmd: &MigrateDbCmd, printer: Printer) -> a
         .unwrap_or_default();
     let was_running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
 
-    // 2. Postgres.
+    // 2. The Postgres image now (a pull can be slow; nothing is stopped yet).
     let pg_image = cmd
         .postgres_image
         .clone()
@@ -439,78 +441,57 @@ pub async fn run(global: &GlobalArgs, cmd: &MigrateDbCmd, printer: Printer) -> a
         &mut ignore,
     )
     .await?;
-    // What this run makes is removed again if it fails: an empty Postgres and its
-    // password must not make the next `up` think the project moved.
-    let password_existed = state.postgres_password_path().exists();
-    let password = state.postgres_password()?;
-    let pg_spec = replicas::postgres(
-        &project,
-        &pg_image,
-        &img.id,
-        img.digest.as_deref(),
-        &password,
-    );
-    let pg_name = pg_spec.name.clone();
-    let volume_made = match ensure::volume_owner(&docker, &pg_spec.volume, &project).await? {
+    let pg_volume = names.postgres.clone();
+    let volume_made = match ensure::volume_owner(&docker, &pg_volume, &project).await? {
         ensure::Owner::Absent => true,
         ensure::Owner::Ours => false,
         _ => {
             return Err(UserError::new(format!(
-                "a volume named `{}` exists that is not this project's Postgres (webui did not make it for `{}`)",
-                pg_spec.volume,
+                "a volume named `{pg_volume}` exists that is not this project's Postgres (webui did not make it for `{}`)",
                 project.key()
             ))
             .hint("move it aside (or use another --project) and run again")
             .into());
         }
     };
+    // What this run makes is removed again if it fails: an empty Postgres and its
+    // password must not make the next `up` think the project moved.
+    let password_existed = state.postgres_password_path().exists();
     let mut stopped = false;
+    let mut ctx = Ctx {
+        docker: &docker,
+        project: &project,
+        network,
+        image_id,
+        env,
+        volume: spec.volume.clone(),
+        url: None,
+        printer: &printer,
+    };
     let outcome = async {
-        if volume_made {
-            docker
-                .create_volume(spec::volume_body(&project, Role::Postgres))
-                .await
-                .map_err(|e| {
-                    anyhow::Error::new(e)
-                        .context(format!("cannot create volume {}", pg_spec.volume))
-                })?;
-        }
-        if !dupdate::exists(&docker, &pg_name).await {
-            ensure::create(&docker, &pg_spec).await?;
-            printer.line(format!(
-                "created {pg_name} ({pg_image}, volume {}, password in {})",
-                pg_spec.volume,
-                state.postgres_password_path().display()
-            ));
-        }
-        ensure::start(&docker, &pg_name).await?;
-        replicas::wait_postgres(&docker, &pg_name, Duration::from_secs(120)).await?;
-        printer.line(format!("{pg_name} accepts connections"));
-
         // 3. Stop Open WebUI; from here on, a failure starts it again on SQLite.
         if was_running {
             printer.line(format!("stopping {ow} (its SQLite file stays as it is)"));
             stopped = true;
             dupdate::stop(&docker, ow).await?;
         }
-        let ctx = Ctx {
-            docker: &docker,
-            project: &project,
-            network,
-            image_id,
-            env,
-            volume: spec.volume.clone(),
-            url: sqlalchemy_url(&replicas::database_url(&password)),
-            printer: &printer,
+        let backup = fresh_backup(&ctx, &paths, given_backup).await?;
+        let pg = Postgres {
+            image: &pg_image,
+            image_id: &img.id,
+            digest: img.digest.as_deref(),
+            volume_made,
         };
-        migrate(&ctx, &paths, &state, given_backup, &pg_image).await
+        ctx.url = Some(start_postgres(&ctx, &state, &pg).await?);
+        migrate(&ctx, &state, backup, &pg_image).await
     }
     .await;
+    let pg_name = names.postgres.clone();
     let (record, copied) = match outcome {
         Ok(v) => v,
         Err(e) => {
             if volume_made && !password_existed {
-                undo(&docker, &pg_name, &pg_spec.volume, &state, &printer).await;
+                undo(&docker, &pg_name, &pg_volume, &state, &printer).await;
             }
             if stopped {
                 match dupdate::start(&docker, ow).await {
@@ -531,7 +512,7 @@ pub async fn run(global: &GlobalArgs, cmd: &MigrateDbCmd, printer: Printer) -> a
             project: project.key().to_string(),
             engine: "postgres",
             postgres_container: pg_name.clone(),
-            postgres_volume: pg_spec.volume.clone(),
+            postgres_volume: pg_volume.clone(),
             backup: record.backup.clone(),
             rows: copied.copied.clone(),
             repairs: copied.repairs.clone(),
@@ -576,33 +557,29 @@ struct Ctx<'a> {
     /// Open WebUI's environment as it ran (its secret key included).
     env: Vec<String>,
     volume: String,
-    url: String,
+    /// Open WebUI's `DATABASE_URL`, once Postgres runs.
+    url: Option<String>,
     printer: &'a Printer,
 }
 
-async fn migrate(
+/// The Postgres container to make or reuse.
+struct Postgres<'a> {
+    image: &'a str,
+    image_id: &'a str,
+    digest: Option<&'a str>,
+    volume_made: bool,
+}
+
+/// Step 4: the backup that holds the data being moved (Open WebUI is stopped). The
+/// SQLite file is read first: there must be one, and its last write time decides
+/// whether a `--backup` is fresh.
+async fn fresh_backup(
     ctx: &Ctx<'_>,
     paths: &Paths,
-    state: &ProjectState,
-    given_backup: Option<(std::path::PathBuf, backup::Manifest)>,
-    pg_image: &str,
-) -> anyhow::Result<(DatabaseRecord, CopyResult)> {
+    given: Option<(std::path::PathBuf, backup::Manifest)>,
+) -> anyhow::Result<String> {
     let p = ctx.printer;
-    // 4. The target must be empty; when was the SQLite file last written?
     let first: Inspect = script(ctx, "inspect", &[]).await?;
-    let data = target_data(&first.postgres);
-    if !data.is_empty() {
-        let list: Vec<String> = data.iter().map(|(t, n)| format!("{t} ({n})")).collect();
-        return Err(UserError::new(format!(
-            "the Postgres database already holds data: {}; migrate-db only fills an empty one",
-            list.join(", ")
-        ))
-        .hint(format!(
-            "if that is an earlier migration you no longer want, remove the container and volume {} (docker rm -f / docker volume rm) and run again",
-            Names::new(ctx.project).postgres
-        ))
-        .into());
-    }
     let Some(sqlite) = &first.sqlite else {
         return Err(UserError::new(format!(
             "there is no {SQLITE_FILE} in volume {}: nothing to migrate",
@@ -610,9 +587,7 @@ async fn migrate(
         ))
         .into());
     };
-
-    // 5. A backup that holds this data.
-    let backup_file = match given_backup {
+    match given {
         Some((file, m)) => {
             let at = humantime::parse_rfc3339(&m.created)
                 .ok()
@@ -632,7 +607,7 @@ async fn migrate(
                 "backup {} verified and newer than the database's last change",
                 file.display()
             ));
-            file.display().to_string()
+            Ok(file.display().to_string())
         }
         None => {
             p.line(
@@ -640,20 +615,79 @@ async fn migrate(
             );
             let files = super::backup::state_files(paths, ctx.project);
             let made = super::backup::make(ctx.docker, ctx.project, &files, None, p).await?;
-            made.path.display().to_string()
+            Ok(made.path.display().to_string())
         }
-    };
+    }
+}
+
+/// Step 5: the project's Postgres container (volume, 0600 password) running; returns
+/// Open WebUI's `DATABASE_URL` for it.
+async fn start_postgres(
+    ctx: &Ctx<'_>,
+    state: &ProjectState,
+    pg: &Postgres<'_>,
+) -> anyhow::Result<String> {
+    let (docker, project, printer) = (ctx.docker, ctx.project, ctx.printer);
+    let password = state.postgres_password()?;
+    let spec = replicas::postgres(project, pg.image, pg.image_id, pg.digest, &password);
+    if pg.volume_made {
+        docker
+            .create_volume(spec::volume_body(project, Role::Postgres))
+            .await
+            .map_err(|e| {
+                anyhow::Error::new(e).context(format!("cannot create volume {}", spec.volume))
+            })?;
+    }
+    if !dupdate::exists(docker, &spec.name).await {
+        ensure::create(docker, &spec).await?;
+        printer.line(format!(
+            "created {} ({}, volume {}, password in {})",
+            spec.name,
+            pg.image,
+            spec.volume,
+            state.postgres_password_path().display()
+        ));
+    }
+    ensure::start(docker, &spec.name).await?;
+    replicas::wait_postgres(docker, &spec.name, Duration::from_secs(120)).await?;
+    printer.line(format!("{} accepts connections", spec.name));
+    Ok(sqlalchemy_url(&replicas::database_url(&password)))
+}
+
+/// Steps 5 (the emptiness check) to 9, once Postgres runs.
+async fn migrate(
+    ctx: &Ctx<'_>,
+    state: &ProjectState,
+    backup_file: String,
+    pg_image: &str,
+) -> anyhow::Result<(DatabaseRecord, CopyResult)> {
+    let p = ctx.printer;
+    let url = ctx.url.clone().unwrap_or_default();
+    // 5. The target must be empty.
+    let first: Inspect = script(ctx, "inspect", &[]).await?;
+    let data = target_data(&first.postgres);
+    if !data.is_empty() {
+        let list: Vec<String> = data.iter().map(|(t, n)| format!("{t} ({n})")).collect();
+        return Err(UserError::new(format!(
+            "the Postgres database already holds data: {}; migrate-db only fills an empty one",
+            list.join(", ")
+        ))
+        .hint(format!(
+            "if that is an earlier migration you no longer want, remove the container and volume {} (docker rm -f / docker volume rm) and run again",
+            Names::new(ctx.project).postgres
+        ))
+        .into());
+    }
 
     // 6. Open WebUI's own migrations make the schema.
     p.line("creating Open WebUI's tables in Postgres with its own migrations");
     let mut env = without(&ctx.env, &["DATABASE_URL", "DATA_DIR"]);
-    env.push(format!("DATABASE_URL={}", ctx.url));
+    env.push(format!("DATABASE_URL={url}"));
     env.push("DATA_DIR=/tmp/webui-migrate-data".into());
     let code = "import os; os.makedirs('/tmp/webui-migrate-data', exist_ok=True); import open_webui.config";
     let (exit, lines) = one_shot(ctx, env, vec!["-c".into(), code.into()], false).await?;
     if exit != 0 {
-        let tail: Vec<&String> = lines.iter().rev().take(15).collect::<Vec<_>>();
-        let tail: Vec<String> = tail.into_iter().rev().cloned().collect();
+        let tail: Vec<String> = lines.iter().rev().take(15).rev().cloned().collect();
         anyhow::bail!(
             "Open WebUI could not create its schema in Postgres (exit {exit}):\n{}",
             tail.join("\n")
@@ -702,10 +736,12 @@ async fn script<T: serde::de::DeserializeOwned>(
     mode: &str,
     extra: &[(&str, &str)],
 ) -> anyhow::Result<T> {
-    let mut env = vec![
-        format!("WEBUI_MIGRATE_PG={}", libpq_url(&ctx.url)),
-        format!("WEBUI_MIGRATE_SQLITE={OPENWEBUI_DATA}/{SQLITE_FILE}"),
-    ];
+    let mut env = vec![format!(
+        "WEBUI_MIGRATE_SQLITE={OPENWEBUI_DATA}/{SQLITE_FILE}"
+    )];
+    if let Some(url) = &ctx.url {
+        env.push(format!("WEBUI_MIGRATE_PG={}", libpq_url(url)));
+    }
     env.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
     let cmd = vec!["-c".to_string(), SCRIPT.to_string(), mode.to_string()];
     let (exit, lines) = one_shot(ctx, env, cmd, true).await?;

@@ -259,13 +259,17 @@ grep -q "$c1" <<<"$before_admin" && grep -q "$c2" <<<"$before_admin" && grep -q 
 db_sum() { "$DOCKER" run --rm -v "$PROJECT-open-webui:/d:ro" --entrypoint sha256sum "$IMAGE" /d/webui.db | cut -d' ' -f1; }
 log "webui migrate-db --to postgres"
 t=$SECONDS
-webui migrate-db --to postgres --postgres-image "$PG_IMAGE" 2>&1 | tee "$WORK/migrate.log" | sed 's/^/    /'
-((PIPESTATUS[0] == 0)) || die "migrate-db failed"
+webui migrate-db --to postgres --postgres-image "$PG_IMAGE" --json >"$WORK/migrate.json" 2>"$WORK/migrate.err" ||
+	die "migrate-db failed: $(cat "$WORK/migrate.err" "$WORK/migrate.json")"
+sed 's/^/    /' "$WORK/migrate.json"
 log "migrate-db took $((SECONDS - t))s"
 sum_after_migrate=$(db_sum)
-grep -q "^migrated .* rows" "$WORK/migrate.log" || die "no summary line"
-backup=$(sed -n 's/.*backup: \(.*\.tar\.gz\)$/\1/p' "$WORK/migrate.log" | tail -n 1)
+jq -e '.engine == "postgres" and .rows.chat == 4 and .rows.user == 2 and .rows.auth == 2' "$WORK/migrate.json" >/dev/null ||
+	die "the --json summary does not report 4 chats, 2 users, 2 auths"
+backup=$(jq -r .backup "$WORK/migrate.json")
 [[ -f $backup ]] || die "the backup migrate-db reports ($backup) is not there"
+tar -xzOf "$backup" manifest.json | jq -e '.method == "stopped" and (.files | has("data/webui.db"))' >/dev/null ||
+	die "the backup was not taken while Open WebUI was stopped, or lacks webui.db"
 [[ $(stat -c %a "$backup") == 600 ]] || die "the backup is not mode 0600"
 [[ $(stat -c %a "$STATE/projects/$PROJECT/postgres_password") == 600 ]] || die "the postgres password file is not 0600"
 if webui migrate-db --to postgres --postgres-image "$PG_IMAGE" >"$WORK/again.log" 2>&1; then
