@@ -334,6 +334,7 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
         assert_eq!(inspect(&replica(&p, k), "{{.Image}}"), v1);
     }
 
+    let dbs_started = [p.n("postgres"), p.n("redis")].map(|c| inspect(&c, "{{.State.StartedAt}}"));
     let stop = Arc::new(AtomicBool::new(false));
     let client = steady_client(&w, state.path(), stop.clone());
     let rotation = watch_rotation(socket.clone(), stop.clone());
@@ -444,6 +445,11 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
             .any(|l| l.starts_with(&p.name) && l.ends_with("-pre-update")),
         "no old container left aside: {names}"
     );
+    assert_eq!(
+        [p.n("postgres"), p.n("redis")].map(|c| inspect(&c, "{{.State.StartedAt}}")),
+        dbs_started,
+        "Postgres and Redis were not restarted by the roll"
+    );
     let (_, vols) = docker(&["volume", "ls", "--format", "{{.Name}}"]);
     for v in ["open-webui", "postgres", "redis"] {
         assert!(vols.lines().any(|l| l == p.n(v)), "volume {v} kept: {vols}");
@@ -551,6 +557,12 @@ async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replic
         "replica 1 was stopped and started again"
     );
     assert_eq!(after[1..], before[1..], "replicas 2 and 3 never stopped");
+    let st = sv::run(state.path(), &p, &["status"]);
+    assert!(
+        st.stdout.contains("last update: ") && st.stdout.contains("stopped"),
+        "status tells the stopped roll: {}",
+        both(&st)
+    );
     let (_, names) = docker(&["ps", "-a", "--format", "{{.Names}}"]);
     assert!(
         !names
