@@ -117,6 +117,7 @@ fn up_replicas(
     p: &Cleanup,
     image: &str,
     port: u16,
+    listen: &str,
     n: u32,
     db: &DbImages,
 ) -> webui::Webui {
@@ -129,7 +130,7 @@ fn up_replicas(
         "--redis-image",
         &db.redis,
     ];
-    up(state, p, image, port, "127.0.0.1:0", &args)
+    up(state, p, image, port, listen, &args)
 }
 
 fn replicas_healthy(v: &Value, n: usize) -> bool {
@@ -149,7 +150,9 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
     let state = webui::state_dir();
     let image = img.tag("v1");
     let port = free_ports(3);
-    let w = up_replicas(state.path(), &p, &image, port, 3, &db);
+    // One HTTPS port for every run: it is part of WEBUI_URL, a change would recreate.
+    let listen = format!("127.0.0.1:{}", sv::free_port());
+    let w = up_replicas(state.path(), &p, &image, port, &listen, 3, &db);
     wait_ready(&w);
     let out = w.output_text();
     let names = [p.n("open-webui"), p.n("open-webui-2"), p.n("open-webui-3")];
@@ -379,6 +382,22 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
         assert!(out.contains(&format!("restarted {}", p.n(svc))), "{out}");
     }
 
+    // A second `up` with the same settings keeps every container as it is.
+    stop(w);
+    let ids: Vec<String> = names.iter().map(|n| inspect(n, "{{.Id}}")).collect();
+    let w = up_replicas(state.path(), &p, &image, port, &listen, 3, &db);
+    wait_ready(&w);
+    let out = w.output_text();
+    for name in names.iter().chain([&p.n("postgres"), &p.n("redis")]) {
+        assert!(
+            out.contains(&format!("{name} is up to date")),
+            "{name} in:\n{out}"
+        );
+    }
+    assert!(!out.contains("recreated"), "{out}");
+    let again: Vec<String> = names.iter().map(|n| inspect(n, "{{.Id}}")).collect();
+    assert_eq!(ids, again);
+
     // Back to one replica: the others and Redis go, Postgres (the data) stays, and
     // replica 1 stays on it; no volume is deleted.
     stop(w);
@@ -387,7 +406,7 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
         &p,
         &image,
         port,
-        "127.0.0.1:0",
+        &listen,
         &["--postgres-image", &db.postgres, "--redis-image", &db.redis],
     );
     wait_ready(&w);
@@ -435,7 +454,7 @@ async fn replicas_refuse_a_single_install_with_accounts_in_sqlite() {
     stop(w);
     let id = inspect(&p.n("open-webui"), "{{.Id}}");
 
-    let mut w = up_replicas(state.path(), &p, &image, port, 3, &db);
+    let mut w = up_replicas(state.path(), &p, &image, port, "127.0.0.1:0", 3, &db);
     let status = w
         .wait(Duration::from_secs(120))
         .expect("up --replicas exits");
