@@ -405,12 +405,22 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
             p.n(v)
         );
     }
+    let label = format!("label=webui.project={}", p.name);
+    for kind in ["network", "secret"] {
+        let (_, left) = sv::docker(&[kind, "ls", "-q", "--filter", &label]);
+        assert!(left.is_empty(), "{kind}s left: {left}");
+    }
     let status = sv::run(state.path(), &p, &["status", "--json"]);
     assert!(
         !status.stdout.contains("\"swarm\": true"),
         "{}",
         status.stdout
     );
+    // --purge-data --yes deletes this node's volumes (the proxy's state too).
+    let purge = sv::run(state.path(), &p, &["down", "--purge-data", "--yes"]);
+    ok(&purge, "webui down --purge-data --yes");
+    let (_, vols) = sv::docker(&["volume", "ls", "-q", "--filter", &label]);
+    assert!(vols.is_empty(), "volumes left: {vols}");
 }
 
 /// A port only the proxy's host could publish on one address is refused before

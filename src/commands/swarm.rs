@@ -421,7 +421,10 @@ async fn create_admin(
         }]),
     );
     let mut labels = std::collections::HashMap::new();
-    labels.insert("webui.swarm-project".to_string(), project.key().to_string());
+    labels.insert(
+        swarm::LABEL_TASK_PROJECT.to_string(),
+        project.key().to_string(),
+    );
     let body = ContainerCreateBody {
         image: Some(proxy_image.to_string()),
         cmd: Some(vec![

@@ -67,6 +67,9 @@ use crate::error::UserError;
 use crate::output::Printer;
 
 pub const LABEL_SWARM: &str = "webui.swarm";
+/// On task containers (not `webui.project`: the single-host code must not take them
+/// for its own).
+pub const LABEL_TASK_PROJECT: &str = "webui.swarm-project";
 pub const ROLE_PROXY: &str = "proxy";
 /// Where Docker mounts a service's secrets.
 pub const SECRETS_DIR: &str = "/run/secrets";
@@ -262,7 +265,7 @@ impl ServiceDef {
             })
             .collect::<Vec<_>>();
         let mut container_labels = HashMap::new();
-        container_labels.insert("webui.swarm-project".to_string(), project.key().to_string());
+        container_labels.insert(LABEL_TASK_PROJECT.to_string(), project.key().to_string());
         let container = TaskSpecContainerSpec {
             image: Some(self.image.clone()),
             labels: Some(container_labels),
@@ -1013,6 +1016,36 @@ pub async fn wait_running(
     }
 }
 
+/// This node's containers of the project's tasks, running or not (label set by
+/// [`ServiceDef::service_spec`]).
+async fn task_containers(docker: &Docker, project: &Project) -> Vec<String> {
+    let mut filters = HashMap::new();
+    filters.insert(
+        "label".to_string(),
+        vec![format!("{LABEL_TASK_PROJECT}={}", project.key())],
+    );
+    docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+async fn network_exists(docker: &Docker, name: &str) -> bool {
+    !matches!(
+        docker
+            .inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await,
+        Err(e) if is_not_found(&e)
+    )
+}
+
 /// `webui down` on a swarm project: removes its services, then (once their tasks
 /// are gone) its overlay network and secrets. Volumes stay, on every node.
 /// Returns false when the project has no services.
@@ -1038,26 +1071,58 @@ pub async fn remove(docker: &Docker, project: &Project, printer: &Printer) -> an
             }
         }
     }
-    // Task containers stop asynchronously; the network goes once they are gone.
+    // Task containers (the running ones and Swarm's history of stopped ones) go
+    // asynchronously; they hold the volumes and the network. Those still there after
+    // a while belong to services that no longer exist: removed here.
+    let start = Instant::now();
+    loop {
+        let left = task_containers(docker, project).await;
+        if left.is_empty() || start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            for id in &left {
+                let _ = docker
+                    .remove_container(
+                        id,
+                        Some(bollard::query_parameters::RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The network goes once they are gone (the
+    // swarm may also accept the removal and finish it later: until then it is still
+    // listed, and a new `up --swarm` would find it).
     let names = SwarmNames::new(project);
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_error = None;
+    let existed = network_exists(docker, &names.network).await;
     loop {
-        match docker.remove_network(&names.network).await {
-            Ok(()) => {
+        if !network_exists(docker, &names.network).await {
+            if existed {
                 printer.line(format!("removed network {}", names.network));
-                break;
             }
-            Err(e) if is_not_found(&e) => break,
-            Err(e) if Instant::now() >= deadline => {
-                printer.warn(format!(
-                    "could not remove network {}: {}",
-                    names.network,
-                    engine_message(&e)
-                ));
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            break;
         }
+        if Instant::now() >= deadline {
+            printer.warn(format!(
+                "could not remove network {}: {}",
+                names.network,
+                last_error.unwrap_or_else(|| "it is still there".to_string())
+            ));
+            break;
+        }
+        match docker.remove_network(&names.network).await {
+            Ok(()) => last_error = None,
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => last_error = Some(engine_message(&e)),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     prune_secrets(docker, project, &[]).await;
     Ok(true)
