@@ -269,41 +269,54 @@ fn watch_rotation(
     })
 }
 
-/// Replicas' `die`/`start` events between two times, in order: (replica, action).
-fn replica_events(p: &Cleanup, since: &str, until: &str) -> Vec<(u32, String)> {
-    let (ok, out) = docker(&[
-        "events",
-        "--since",
-        since,
-        "--until",
-        until,
-        "--filter",
-        &format!("label=webui.project={}", p.name),
-        "--filter",
-        "label=webui.role=open-webui",
-        "--filter",
-        "event=start",
-        "--filter",
-        "event=die",
-        "--format",
-        "{{.Action}} {{.Actor.Attributes.name}}",
-    ]);
-    assert!(ok, "docker events");
-    out.lines()
-        .filter_map(|l| {
-            let (action, name) = l.split_once(' ')?;
-            let k = (1..=N).find(|k| replica(p, *k) == name)?;
-            Some((k, action.to_string()))
-        })
-        .collect()
+/// Follows the replicas' `die`/`start` events from now on (a `docker events` child:
+/// the engine keeps only its last 256 events for `--since`, too few while other tests
+/// run); `finish` stops it and returns them in order as (replica, action).
+struct Events {
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<Vec<String>>,
 }
 
-fn unix_now() -> String {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string()
+impl Events {
+    fn follow(p: &Cleanup) -> Events {
+        let mut child = std::process::Command::new(sv::docker_cli())
+            .args([
+                "events",
+                "--filter",
+                &format!("label=webui.project={}", p.name),
+                "--filter",
+                "label=webui.role=open-webui",
+                "--filter",
+                "event=start",
+                "--filter",
+                "event=die",
+                "--format",
+                "{{.Action}} {{.Actor.Attributes.name}}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker events");
+        let out = child.stdout.take().expect("piped");
+        let reader =
+            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+        // `docker events` subscribes as it starts: give it that moment.
+        std::thread::sleep(Duration::from_millis(500));
+        Events { child, reader }
+    }
+
+    fn finish(mut self, p: &Cleanup) -> Vec<(u32, String)> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let lines = self.reader.join().expect("reader");
+        lines
+            .iter()
+            .filter_map(|l| {
+                let (action, name) = l.split_once(' ')?;
+                let k = (1..=N).find(|k| replica(p, *k) == name)?;
+                Some((k, action.to_string()))
+            })
+            .collect()
+    }
 }
 
 fn started_at(p: &Cleanup) -> Vec<String> {
@@ -339,7 +352,7 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
     let client = steady_client(&w, state.path(), stop.clone());
     let rotation = watch_rotation(socket.clone(), stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let since = unix_now();
+    let events = Events::follow(&p);
     let v2 = format!("{}:v2", im.repo);
     let (st, pr, v2c) = (state.path().to_path_buf(), p.name.clone(), v2.clone());
     let f = tokio::task::spawn_blocking(move || {
@@ -351,7 +364,6 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
     stop.store(true, Ordering::Relaxed);
     let seen = client.await.unwrap();
     let (fewest, out, samples) = rotation.join().unwrap();
-    let until = unix_now();
     let all = both(&f);
 
     assert_eq!(f.status.code(), Some(0), "{all}");
@@ -406,7 +418,7 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
     out_sorted.sort();
     assert_eq!(out_sorted, vec![1, 2, 3], "each replica left rotation once");
     // Docker's view: each replica died and started once, never two down together.
-    let events = replica_events(&p, &since, &until);
+    let events = events.finish(&p);
     let mut down = 0i32;
     let mut worst = 0i32;
     for (_, action) in &events {
@@ -462,6 +474,14 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
         !out.contains("exited (code") && !out.contains("was stopped (not by a crash)"),
         "the roll's stops reported as crashes or stops: {out}"
     );
+    sv::stop(w);
+
+    // A later `webui up` still configured with :v1 keeps what the roll chose.
+    let w = up(state.path(), &p, &im, port);
+    for k in 1..=N {
+        let name = replica(&p, k);
+        assert_eq!(inspect(&name, "{{.Image}}"), v2_id, "{name} after up");
+    }
     sv::stop(w);
 }
 
