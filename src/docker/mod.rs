@@ -19,6 +19,8 @@
 //! - `backup`: backup archives of a project (data volume, secret, config, certificates)
 //!   with a manifest of checksums, verified before anything is restored.
 //! - `pin`: `webui up` keeps the running image unless told otherwise; `history.json`.
+//! - `replicas`: `up --replicas N`: replica names and ports, the Postgres and Redis
+//!   specs, the replicas' shared environment, the SQLite-accounts refusal.
 //! - `swarm`: `up --swarm`: the stack as Swarm services (specs, converge, status,
 //!   removal) and the proxy image made from this binary.
 //! - `update`: a container's spec read back from its labels, and the swap steps of
