@@ -843,8 +843,17 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     // Ollama, Postgres and Redis first (with the network and volumes); Open WebUI
     // once its database accepts connections.
     let mut outcomes = ensure::apply(&docker, c.project, &plan, &specs, printer).await?;
-    if on_postgres {
-        let pg = spec::Names::new(c.project).postgres;
+    let pg = spec::Names::new(c.project).postgres;
+    // A Postgres that was running already and is kept accepts connections: no wait
+    // (a relaunched `up` serves sooner).
+    let pg_kept_running = plan
+        .containers
+        .get(&Role::Postgres)
+        .is_some_and(|c| c.running && c.status == "running")
+        && outcomes
+            .iter()
+            .any(|(name, o)| *name == pg && *o == ensure::Outcome::Kept { started: false });
+    if on_postgres && !pg_kept_running {
         replicas::wait_postgres(&docker, &pg, POSTGRES_START).await?;
     }
     let later = Plan {
