@@ -281,6 +281,14 @@ log "second run refused: $(grep -m1 error: "$WORK/again.log")"
 [[ $(pg_count user) == "$(jq length <<<"$before_users")" ]] || die "Postgres user count differs"
 
 # ------------------------------------------------------------------ 3. on Postgres
+# Engine workaround, not webui's: a `docker swarm leave` by a concurrent test (tests/swarm.rs)
+# drops the embedded-DNS records of bridge containers created while the engine was a
+# swarm node, until they restart (dockerd 20.10). Seen as Open WebUI's "failed to
+# resolve host 'postgres'"; say so loudly and restart Postgres when it happens.
+if ! "$DOCKER" run --rm --network "$PROJECT-webui" --entrypoint getent "$PG_IMAGE" hosts postgres >/dev/null 2>&1; then
+	log "WARNING: 'postgres' does not resolve on $PROJECT-webui (engine DNS lost after a swarm leave?); restarting $PROJECT-postgres"
+	"$DOCKER" restart "$PROJECT-postgres" >/dev/null
+fi
 UP_ARGS=()
 if "$WEBUI_BIN" up --help | grep -q -- '--replicas'; then
 	UP_ARGS+=(--replicas "${MIGRATE_REPLICAS:-1}" --postgres-image "$PG_IMAGE")
