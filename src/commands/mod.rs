@@ -10,6 +10,7 @@ pub mod logs;
 pub mod migrate;
 pub mod proxy;
 pub mod restore;
+pub mod rolling;
 pub mod service;
 pub mod site;
 pub mod status;
@@ -17,7 +18,6 @@ pub mod summary;
 pub mod swarm;
 pub mod token;
 pub mod up;
-pub mod rolling;
 pub mod update;
 pub mod version;
 
