@@ -512,6 +512,7 @@ async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replic
                 &b,
                 "--health-timeout",
                 "10s",
+                "--json",
             ],
             RUN,
         )
@@ -541,9 +542,23 @@ async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replic
             .contains(&format!("update --image {broken}` again")),
         "how to retry: {all}"
     );
+    // --json: the report on stdout (progress lines left out), the error on stderr.
+    let j: serde_json::Value = serde_json::from_str(&f.stdout).expect("--json report");
+    assert_eq!(j["outcome"], "stopped", "{j}");
+    let outcomes: Vec<&str> = j["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["rolled-back", "not-reached", "not-reached"],
+        "{j}"
+    );
     assert!(
-        !all.contains("replica 2/3"),
-        "replica 2 was not reached: {all}"
+        j["backup"].as_str().is_some_and(|b| b.ends_with(".dump")),
+        "the database dump: {j}"
     );
     assert!(started.elapsed() < Duration::from_secs(300));
 
