@@ -416,6 +416,17 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
         "{}",
         status.stdout
     );
+    // Up again after down: the same site back on the kept volumes, the admin
+    // account found, not made again.
+    let back = up("2");
+    ok(&back, "webui up --swarm after down");
+    assert!(
+        back.stdout.contains("existing accounts are never changed"),
+        "{}",
+        back.stdout
+    );
+    sv::until_ok(&client, &format!("{base}/health"), Duration::from_secs(60)).await;
+    ok(&sv::run(state.path(), &p, &["down"]), "webui down again");
     // --purge-data --yes deletes this node's volumes (the proxy's state too).
     let purge = sv::run(state.path(), &p, &["down", "--purge-data", "--yes"]);
     ok(&purge, "webui down --purge-data --yes");
