@@ -54,6 +54,8 @@ WORK=$(mktemp -d /tmp/webui-scale.XXXXXX)
 STATE=$WORK/state
 
 T0=$SECONDS
+DOCKERD_LOG=/var/log/webui-ci-dockerd.log
+DOCKERD_LOG_AT=$(stat -c %s "$DOCKERD_LOG" 2>/dev/null || echo 0)
 STEPS=()
 step_name=""
 step_t=0
@@ -115,6 +117,13 @@ on_exit() {
 	done
 	if ((rc != 0)); then
 		log "logs in $ARTIFACTS/"
+		# A Docker swarm left while this ran wipes the embedded DNS of bridge-network
+		# containers (replicas then fail to resolve `postgres`, `redis`, `ollama`).
+		local left=0
+		[[ -r $DOCKERD_LOG ]] && left=$(tail -c +"$((DOCKERD_LOG_AT + 1))" "$DOCKERD_LOG" | grep -c 'left gossip cluster' || true)
+		if ((left > 0)); then
+			log "NOTE: a Docker swarm was left while this ran ($DOCKERD_LOG): that breaks name resolution of running containers; run this alone"
+		fi
 		if [[ -f $WEBUI_LOG ]]; then
 			log "last lines of webui's output:"
 			tail -n 25 "$WEBUI_LOG" | sed 's/^/    /' >&2
