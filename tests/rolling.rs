@@ -641,3 +641,71 @@ async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replic
     }
     sv::stop(w);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_roll_finishes_the_replica_in_hand_and_stops_with_all_in_rotation() {
+    let Some(im) = images() else { return };
+    let p = Cleanup::new("roll-int");
+    let state = webui::state_dir();
+    let port = free_ports();
+    let w = up(state.path(), &p, &im, port);
+    let socket = state.path().join("run").join(format!("{}.sock", p.name));
+    let v1 = image_id(&format!("{}:v1", im.repo));
+    let before = started_at(&p);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = steady_client(&w, state.path(), stop.clone());
+    let v2 = format!("{}:v2", im.repo);
+    let mut cmd = webui::command(state.path());
+    cmd.args(["--project", &p.name, "update", "--image", &v2]);
+    let mut u = Webui::spawn(cmd);
+    // SIGINT while replica 1 is being replaced.
+    assert!(
+        u.wait_for_output("replica 1/3", Duration::from_secs(120)),
+        "{}",
+        u.output_text()
+    );
+    u.signal("INT");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = u.wait(Duration::from_secs(180));
+        (s, u.output_text())
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.await.unwrap();
+    let (status, out) = status;
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{out}");
+    assert!(out.contains("was interrupted"), "{out}");
+    assert!(
+        out.contains("replica 1/3 (") && out.contains("back in rotation"),
+        "replica 1 was finished: {out}"
+    );
+    assert!(
+        !out.contains("replica 2/3"),
+        "replica 2 was not started: {out}"
+    );
+    assert!(
+        out.contains(&format!("update --image {v2}` continues")),
+        "{out}"
+    );
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests: {:#?}",
+        seen.failed
+    );
+
+    let v2_id = image_id(&v2);
+    assert_eq!(inspect(&replica(&p, 1), "{{.Image}}"), v2_id);
+    let after = started_at(&p);
+    for k in 2..=N {
+        assert_eq!(inspect(&replica(&p, k), "{{.Image}}"), v1, "replica {k}");
+    }
+    assert_eq!(after[1..], before[1..], "replicas 2 and 3 never stopped");
+    for k in 1..=N {
+        let v = ask(&socket, &format!("replica-state {k}")).expect("answer");
+        assert_eq!(v["state"], "healthy", "replica {k}: {v}");
+        assert_eq!(v["updating"], false, "replica {k}: {v}");
+    }
+    sv::stop(w);
+}

@@ -427,7 +427,11 @@ impl Roll<'_> {
             ));
             *dump = Some(made);
         }
+        let interrupt = stop_after_this_replica();
         for f in todo {
+            if interrupt.is_cancelled() {
+                return Err(self.interrupted(reports));
+            }
             let who = format!("replica {}/{n} ({})", f.index, f.name);
             let result = self.one(&link, f, &who).await;
             let slot = reports
@@ -697,6 +701,39 @@ impl Roll<'_> {
         self.rejoin(link, f, who).await
     }
 
+    /// The error for a roll stopped by SIGINT/SIGTERM between two replicas.
+    fn interrupted(&self, reports: &[ReplicaReport]) -> anyhow::Error {
+        let list = |outcomes: &[&str]| -> String {
+            reports
+                .iter()
+                .filter(|r| outcomes.contains(&r.outcome))
+                .map(|r| r.replica.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let msg = format!(
+            "the rolling update to {} was interrupted: replica(s) {} run it, replica(s) {} were not reached and run their old image; every replica is in rotation",
+            self.target.shown,
+            list(&["updated", "up-to-date"]),
+            list(&["not-reached"]),
+        );
+        let rec = crate::docker::pin::UpdateRecord {
+            at: now_rfc3339(),
+            from: String::new(),
+            to: self.target.shown.clone(),
+            outcome: "interrupted".into(),
+            detail: Some(msg.clone()),
+        };
+        let _ = crate::docker::pin::History::update(self.state, |h| h.last_update = Some(rec));
+        UserError::new(msg)
+            .hint(format!(
+                "`webui{} update --image {}` continues with the replicas not on it yet",
+                self.project.flag(),
+                self.target.image
+            ))
+            .into()
+    }
+
     /// The error that ends a stopped roll: what failed, what runs where, what next.
     fn stopped(
         &self,
@@ -912,6 +949,37 @@ pub async fn dump_database(
         return Err(e);
     }
     Ok(path)
+}
+
+/// The first SIGINT/SIGTERM during a roll cancels the returned token: the replica
+/// being replaced is finished (back in rotation, new or old) and no other one is
+/// started. A second one exits at once (130), as an impatient operator expects.
+fn stop_after_this_replica() -> tokio_util::sync::CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = tokio_util::sync::CancellationToken::new();
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return token;
+    };
+    let t = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!(
+            "interrupted: stopping once the replica being replaced is back in rotation (interrupt again to quit at once)"
+        );
+        t.cancel();
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+    token
 }
 
 /// An error in one line: its chain without hints, before any log lines.
