@@ -34,6 +34,10 @@
 //!
 //! Without a running `webui up` the replicas are still replaced one at a time (there
 //! is no proxy to take them out of).
+//!
+//! SIGINT/SIGTERM: the replica being replaced is finished (back in rotation) and no
+//! other one is started (exit 1); a second signal quits at once. A roll killed outright
+//! leaves its replica out of rotation in `webui up`: the next roll hands it back first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
