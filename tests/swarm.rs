@@ -5,9 +5,12 @@
 //! the volumes.
 //!
 //! The engine is made a swarm manager (`docker swarm init --advertise-addr
-//! 127.0.0.1`) when it is in no swarm, and left again at the end only then. Swarm
-//! mode leaves bridge networks, published ports and host networking as they are, so
-//! the other Docker tests running beside this one are not affected.
+//! 127.0.0.1`) when it is in no swarm, and left again at the end only then, and
+//! only when no other container runs: swarm mode leaves bridge networks, published
+//! ports and host networking as they are, but `docker swarm leave` drops the
+//! embedded-DNS records of bridge containers made while it was on (dockerd 20.10),
+//! which would break tests running beside this one. (`cargo test` runs the test
+//! binaries one after another, so in CI nothing else runs and the swarm is left.)
 
 mod support;
 #[path = "supervision_support/mod.rs"]
@@ -40,11 +43,23 @@ impl SwarmMode {
 
 impl Drop for SwarmMode {
     fn drop(&mut self) {
-        if self.created {
-            sv::docker(&["swarm", "leave", "--force"]);
-            // Made by `swarm init`; left behind by `leave`.
-            sv::docker(&["network", "rm", "docker_gwbridge"]);
+        if !self.created {
+            return;
         }
+        // `docker swarm leave` drops the embedded-DNS records of bridge containers
+        // created while the engine was a swarm node (dockerd 20.10: their names stop
+        // resolving until they restart), so with other containers running (tests
+        // beside this one) the engine stays a one-node swarm without services.
+        let (_, running) = sv::docker(&["ps", "-q"]);
+        if !running.is_empty() {
+            eprintln!(
+                "left the engine in swarm mode: other containers run, which `docker swarm leave` would disturb"
+            );
+            return;
+        }
+        sv::docker(&["swarm", "leave", "--force"]);
+        // Made by `swarm init`; left behind by `leave`.
+        sv::docker(&["network", "rm", "docker_gwbridge"]);
     }
 }
 
