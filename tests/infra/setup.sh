@@ -122,6 +122,18 @@ else
 	log "dockerd is up"
 fi
 log "docker engine $(docker version -f '{{.Server.Version}} (API {{.Server.APIVersion}})'), CLI $DOCKER"
+# tests/swarm.rs makes a one-node swarm and leaves it only when no other container runs
+# (leaving drops the embedded-DNS records of running bridge containers), so an earlier
+# run may have left the engine in swarm mode. Leave such a swarm here, while nothing
+# runs, so every run starts from a plain engine (swarm.rs checks the refusal there).
+if [[ $(docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null) == active ]]; then
+	if [[ -z $(docker service ls -q 2>/dev/null) && $(docker info -f '{{.Swarm.Nodes}}') == 1 && -z $(docker ps -q) ]]; then
+		docker swarm leave --force >/dev/null
+		log "left the one-node swarm (no services, no containers) an earlier test run made"
+	else
+		log "engine is in a swarm with services, other nodes or running containers: left as is"
+	fi
+fi
 step_done
 
 # ---------------------------------------------------------------- registry
