@@ -18,7 +18,7 @@
 //
 // Environment (set by scale.sh): E2E_URL, E2E_DOMAIN, E2E_HOME (a $HOME whose
 // ~/.pki/nssdb trusts the site's CA), E2E_CA (that CA's PEM, for the API client),
-// E2E_PROFILE, E2E_ARTIFACTS, E2E_WORK, E2E_MODEL, E2E_EXPECT, E2E_ADMIN_EMAIL,
+// E2E_PROFILE, E2E_ARTIFACTS, E2E_MODEL, E2E_EXPECT, E2E_ADMIN_EMAIL,
 // E2E_ADMIN_PASSWORD, E2E_PROXY_SOCKET, E2E_DOCKER (docker CLI), E2E_PROJECT (the
 // replicas are its containers labelled webui.role=open-webui), E2E_REPLICAS (how many),
 // E2E_MIN_STATES (default 3), E2E_RETURN_TIMEOUT_S (default 300).

@@ -289,7 +289,7 @@ PIDS+=($!)
 for _ in $(seq 1 100); do [[ -S $WORK/proxy.sock ]] && break; sleep 0.1; done
 [[ -S $WORK/proxy.sock ]] || die "the forwarder to the proxy did not start ($(cat "$WORK/forward.log"))"
 export E2E_PROXY_SOCKET=$WORK/proxy.sock E2E_URL="https://$DOMAIN:$HTTPS_PORT" E2E_DOMAIN=$DOMAIN
-export E2E_HOME=$BHOME E2E_PROFILE=$WORK/profile E2E_ARTIFACTS=$ARTIFACTS E2E_WORK=$WORK E2E_CA=$CA_PEM
+export E2E_HOME=$BHOME E2E_PROFILE=$WORK/profile E2E_ARTIFACTS=$ARTIFACTS E2E_CA=$CA_PEM
 export E2E_MODEL=standin:latest E2E_EXPECT="Hello from the stand-in model."
 export E2E_DOCKER=$DOCKER E2E_PROJECT=$PROJECT E2E_REPLICAS=$REPLICAS
 
