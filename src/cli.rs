@@ -147,7 +147,12 @@ pub enum Command {
         webui up --behind-proxy --domain chat.example.com\n  \
         # a fixed release, an OpenAI-compatible provider, one extra setting\n  \
         webui up --version v0.6.5 --openai-url https://api.openai.com/v1 \\\n      \
-        --openai-key-file /root/openai.key --env ENABLE_SIGNUP=false\n\n\
+        --openai-key-file /root/openai.key --env ENABLE_SIGNUP=false\n  \
+        # three Open WebUI replicas on Postgres + Redis (an install with SQLite accounts:\n  \
+        # `webui migrate-db --to postgres` first)\n  \
+        webui up --domain chat.example.com --replicas 3\n  \
+        # the same stack as Docker Swarm services, from a manager node (docs/SWARM.md)\n  \
+        webui up --swarm --domain chat.example.com --replicas 6\n\n\
         Containers keep running when webui exits (restart policy unless-stopped); the next\n\
         `webui up` adopts them and recreates them only when a setting changed. Data volumes\n\
         are never deleted. The WEBUI_SECRET_KEY is generated once and kept (mode 0600) in\n\
