@@ -75,6 +75,12 @@ enum Accounts {
     AuthOff,
 }
 
+/// Whether a `GET /api/config` answer says Open WebUI has no account at all (and runs
+/// with sign-in on: with `WEBUI_AUTH=false` its data belongs to an implicit user).
+pub(crate) fn has_no_accounts(config: &serde_json::Value) -> bool {
+    accounts_of(config) == Accounts::None
+}
+
 fn accounts_of(config: &serde_json::Value) -> Accounts {
     if config["features"]["auth"].as_bool() == Some(false) {
         Accounts::AuthOff

@@ -310,8 +310,8 @@ pub async fn probe(base: &str) -> super::health::Health {
     }
 }
 
-/// `GET /api/config`'s `onboarding` (true exactly while Open WebUI has no account);
-/// `None` when it does not answer.
+/// Whether Open WebUI has no account, read from `GET /api/config` as `admin` reads it
+/// (sign-in off counts as data of an implicit user); `None` when it does not answer.
 async fn has_no_accounts(base: &str) -> Option<bool> {
     let url = format!("{}/api/config", base.trim_end_matches('/'));
     let (status, body) = super::health::http_get(&url, Duration::from_secs(5))
@@ -321,7 +321,7 @@ async fn has_no_accounts(base: &str) -> Option<bool> {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    Some(v["onboarding"].as_bool() == Some(true))
+    Some(crate::admin::has_no_accounts(&v))
 }
 
 /// `up --replicas N` on a single install whose data existed and that is not on
