@@ -4,13 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -166,14 +168,127 @@ pub fn port_holder(port: u16) -> Option<String> {
     None
 }
 
-/// Accepts on every listener until `shutdown`; connection tasks go to the tracker.
+/// How many worker threads serve connections: `WEBUI_PROXY_WORKERS`, else one per CPU.
+fn worker_count() -> usize {
+    if let Ok(v) = std::env::var("WEBUI_PROXY_WORKERS") {
+        match v.trim().parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => return n,
+            _ => tracing::warn!(
+                "WEBUI_PROXY_WORKERS={v:?} is not a number from 1 to 256; using one worker per CPU"
+            ),
+        }
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Https,
+    Http,
+}
+
+/// An accepted connection on its way to a worker thread.
+struct Job {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    kind: Kind,
+    ticket: Ticket,
+}
+
+/// A connection's place in the connection limit and in its worker's count, given back
+/// when the connection ends (or is dropped unserved).
+struct Ticket {
+    _permit: OwnedSemaphorePermit,
+    load: Arc<AtomicUsize>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The accepting side's handle on one worker thread.
+struct Worker {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Connections the worker is serving.
+    load: Arc<AtomicUsize>,
+}
+
+/// What a worker thread serves its connections with.
+struct Serving {
+    shared: Arc<Shared>,
+    builder: auto::Builder<TokioExecutor>,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+/// Serves until `shutdown`, then drains (bounded by the drain timeout).
+///
+/// Layout, as nginx and HAProxy do it: one worker thread per CPU, each running a
+/// single-threaded runtime, and each connection lives on one worker from its TLS
+/// handshake to its end, with its HTTP/2 streams, its upstream requests (every worker
+/// has its own upstream pool) and its WebSocket tunnel. Nothing of a request wakes
+/// another thread. The accept loops run on the caller's runtime and hand each
+/// connection to the worker serving the fewest, so long-lived connections spread
+/// evenly whatever order they arrive in.
 pub(super) async fn serve(
     bound: Bound,
-    shared: Arc<Shared>,
+    shared: Shared,
     tls: Arc<rustls::ServerConfig>,
     settings: &ProxySettings,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let mut workers = Vec::new();
+    let mut finished = Vec::new();
+    for i in 0..worker_count() {
+        let serving = Arc::new(Serving {
+            shared: Arc::new(shared.for_worker(settings)),
+            builder: server_builder(settings),
+            acceptor: acceptor.clone(),
+            handshake_timeout: settings.handshake_timeout,
+            shutdown: shutdown.clone(),
+        });
+        let (worker, done) = start_worker(i, serving, settings.drain_timeout)?;
+        workers.push(worker);
+        finished.push(done);
+    }
+    let workers: Arc<[Worker]> = workers.into();
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let mut loops = tokio::task::JoinSet::new();
+    let listeners = bound
+        .https
+        .into_iter()
+        .map(|l| (l, Kind::Https))
+        .chain(bound.http.into_iter().map(|l| (l, Kind::Http)));
+    for (listener, kind) in listeners {
+        loops.spawn(accept_loop(
+            listener,
+            kind,
+            workers.clone(),
+            limit.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while loops.join_next().await.is_some() {}
+    // The workers' job queues close with the last sender; each then drains.
+    drop(workers);
+    let mut cut = false;
+    for done in finished {
+        cut |= done.await.unwrap_or(false);
+    }
+    if cut {
+        tracing::warn!(
+            "drain timeout ({:?}) reached with connections still open; closing them",
+            settings.drain_timeout
+        );
+    }
+    Ok(())
+}
+
+fn server_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -185,7 +300,7 @@ pub(super) async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(settings.max_header_size as u32)
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(250)
         // HTTP/2 rapid reset (CVE-2023-44487): a client opening and cancelling streams
         // at once. Past 20 streams reset before they were accepted, h2 ends the
@@ -195,89 +310,116 @@ pub(super) async fn serve(
         // `http2_rapid_reset_is_cut_off_and_others_are_served` holds them.
         .max_pending_accept_reset_streams(20)
         .max_local_error_reset_streams(1024);
-    let builder = Arc::new(builder);
-    let limit = Arc::new(Semaphore::new(settings.max_connections));
-    let acceptor = TlsAcceptor::from(tls);
-    let handshake_timeout = settings.handshake_timeout;
-
-    let mut loops = tokio::task::JoinSet::new();
-    for listener in bound.https {
-        let ctx = (
-            shared.clone(),
-            builder.clone(),
-            limit.clone(),
-            shutdown.clone(),
-        );
-        let acceptor = acceptor.clone();
-        loops.spawn(accept_loop(listener, ctx, move |stream, peer, (shared, builder, shutdown)| {
-            let acceptor = acceptor.clone();
-            async move {
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(target: "webui::proxy", %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(target: "webui::proxy", %peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-                    // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP follows.
-                    tracing::info!(target: "webui::acme", %peer, "answered TLS-ALPN-01 challenge");
-                    return;
-                }
-                let peer = Peer { ip: peer.ip(), proto: "https" };
-                let svc_shared = shared.clone();
-                let svc = service_fn(move |req| {
-                    let shared = svc_shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(forward::handle(shared, req, peer).await) }
-                });
-                serve_conn(&builder, TokioIo::new(tls), svc, shutdown).await;
-            }
-        }));
-    }
-    for listener in bound.http {
-        let ctx = (
-            shared.clone(),
-            builder.clone(),
-            limit.clone(),
-            shutdown.clone(),
-        );
-        loops.spawn(accept_loop(listener, ctx, |stream, peer, (shared, builder, shutdown)| async move {
-            let svc_shared = shared.clone();
-            let svc = service_fn(move |req| {
-                let shared = svc_shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(plain::handle(&shared, req, peer)) }
-            });
-            serve_conn(&builder, TokioIo::new(stream), svc, shutdown).await;
-        }));
-    }
-    while loops.join_next().await.is_some() {}
+    builder
 }
 
-type Ctx = (
-    Arc<Shared>,
-    Arc<auto::Builder<TokioExecutor>>,
-    Arc<Semaphore>,
-    CancellationToken,
-);
+/// Starts worker thread `i`. The receiver reports when it has stopped: true when the
+/// drain timeout cut connections.
+fn start_worker(
+    i: usize,
+    serving: Arc<Serving>,
+    drain_timeout: Duration,
+) -> anyhow::Result<(Worker, oneshot::Receiver<bool>)> {
+    let (jobs, queue) = mpsc::unbounded_channel();
+    let (done_tx, done) = oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("webui-proxy-{i}"))
+        .spawn(move || {
+            let cut = runtime.block_on(run_worker(queue, serving, drain_timeout));
+            // Whatever outlived the drain is dropped (closed) with the runtime.
+            drop(runtime);
+            let _ = done_tx.send(cut);
+        })?;
+    let load = Arc::new(AtomicUsize::new(0));
+    Ok((Worker { jobs, load }, done))
+}
 
-async fn accept_loop<F, Fut>(listener: TcpListener, ctx: Ctx, on_conn: F)
-where
-    F: Fn(
-        TcpStream,
-        SocketAddr,
-        (
-            Arc<Shared>,
-            Arc<auto::Builder<TokioExecutor>>,
-            CancellationToken,
-        ),
-    ) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (shared, builder, limit, shutdown) = ctx;
+/// One worker thread: serves the connections it is handed until the queue closes,
+/// then waits for them within the drain timeout. Returns true when that ran out.
+async fn run_worker(
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    serving: Arc<Serving>,
+    drain_timeout: Duration,
+) -> bool {
+    let tracker = serving.shared.tracker.clone();
+    while let Some(job) = queue.recv().await {
+        tracker.spawn(serve_job(job, serving.clone()));
+    }
+    tracker.close();
+    tokio::time::timeout(drain_timeout, tracker.wait())
+        .await
+        .is_err()
+}
+
+async fn serve_job(job: Job, s: Arc<Serving>) {
+    let Job {
+        stream,
+        peer,
+        kind,
+        ticket,
+    } = job;
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(target: "webui::proxy", %peer, error = %e, "could not take over an accepted connection");
+            return;
+        }
+    };
+    match kind {
+        Kind::Https => serve_https(stream, peer, &s).await,
+        Kind::Http => {
+            let shared = s.shared.clone();
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(plain::handle(&shared, req, peer)) }
+            });
+            serve_conn(&s.builder, TokioIo::new(stream), svc, s.shutdown.clone()).await;
+        }
+    }
+    drop(ticket);
+}
+
+async fn serve_https(stream: TcpStream, peer: SocketAddr, s: &Serving) {
+    let tls = match tokio::time::timeout(s.handshake_timeout, s.acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(target: "webui::proxy", %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(target: "webui::proxy", %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+        // A TLS-ALPN-01 validation: the handshake was the answer; no HTTP follows.
+        tracing::info!(target: "webui::acme", %peer, "answered TLS-ALPN-01 challenge");
+        return;
+    }
+    let peer = Peer {
+        ip: peer.ip(),
+        proto: "https",
+    };
+    let shared = s.shared.clone();
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(forward::handle(shared, req, peer).await) }
+    });
+    serve_conn(&s.builder, TokioIo::new(tls), svc, s.shutdown.clone()).await;
+}
+
+/// Accepts until `shutdown`, within the connection limit, handing each connection to
+/// the least busy worker.
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Kind,
+    workers: Arc<[Worker]>,
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -288,7 +430,7 @@ where
             Err(e) => {
                 // Out of file descriptors and the like: wait a moment, keep serving.
                 tracing::warn!(target: "webui::proxy", error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -297,15 +439,33 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let fut = on_conn(
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(target: "webui::proxy", %peer, error = %e, "accepted connection lost");
+                continue;
+            }
+        };
+        let Some(worker) = workers
+            .iter()
+            .min_by_key(|w| w.load.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        worker.load.fetch_add(1, Ordering::Relaxed);
+        let ticket = Ticket {
+            _permit: permit,
+            load: worker.load.clone(),
+        };
+        let job = Job {
             stream,
             peer,
-            (shared.clone(), builder.clone(), shutdown.clone()),
-        );
-        shared.tracker.spawn(async move {
-            fut.await;
-            drop(permit);
-        });
+            kind,
+            ticket,
+        };
+        if worker.jobs.send(job).is_err() {
+            tracing::warn!(target: "webui::proxy", %peer, "proxy worker thread is gone; refusing connection");
+        }
     }
 }
 

@@ -50,7 +50,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the proxy sends or receives, type-erased.
 pub type Body = BoxBody<Bytes, BoxError>;
 
-/// What every connection task shares.
+/// What every connection task of one proxy worker thread shares. Each worker has its
+/// own copy with its own upstream client (pool) and task tracker, so a request, its
+/// upstream connection and its tunnel stay on one thread; the rest is shared state.
+#[derive(Clone)]
 pub(crate) struct Shared {
     routes: RouteRx,
     client: Client<HttpConnector, Body>,
@@ -68,10 +71,35 @@ pub(crate) struct Shared {
     /// Port of the first HTTPS listener, for redirects from plain HTTP.
     https_port: u16,
     /// The token-protected Ollama API, when served.
-    ollama: Option<auth::OllamaGate>,
+    ollama: Option<Arc<auth::OllamaGate>>,
     /// Picks the upstream per request; counts requests and tunnels in flight per
-    /// upstream (shared with `Proxy::inflight`).
-    balancer: balance::Balancer,
+    /// upstream (shared with `Proxy::inflight`, and by every worker).
+    balancer: Arc<balance::Balancer>,
+}
+
+impl Shared {
+    /// This state for one more worker thread: a client (connection pool) and a tracker
+    /// of its own, everything else shared.
+    fn for_worker(&self, settings: &ProxySettings) -> Shared {
+        Shared {
+            client: upstream_client(settings),
+            tracker: TaskTracker::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The upstream client: HTTP/1.1 keep-alive pool, connect timeout, no Nagle.
+fn upstream_client(s: &ProxySettings) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(s.connect_timeout));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .http1_preserve_header_case(false)
+        .build(connector)
 }
 
 /// Everything the proxy needs to run, besides its bound listeners.
@@ -98,47 +126,29 @@ impl Proxy {
 
     /// Serves until `shutdown` is cancelled, then stops accepting and lets open
     /// requests, streams and WebSockets finish within the drain timeout.
+    ///
+    /// Connections are served on worker threads of their own (see `listener`), not on
+    /// the runtime that calls this.
     pub async fn run(self, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<()> {
         let s = &self.settings;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(s.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .http1_preserve_header_case(false)
-            .build(connector);
-        let tracker = TaskTracker::new();
         let https_port = bound.https_addrs().first().map(|a| a.port()).unwrap_or(443);
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             routes: self.routes,
-            client,
+            client: upstream_client(s),
             max_body: s.max_body,
             trusted_proxies: s.trusted_proxies.clone(),
             hsts: s.hsts,
             ws_idle_timeout: s.ws_idle_timeout,
             response_timeout: s.response_timeout,
-            tracker: tracker.clone(),
+            tracker: TaskTracker::new(),
             access_log: tracing::enabled!(target: "webui::access", tracing::Level::INFO),
             challenges: self.challenges,
             supervised: self.supervised,
             https_port,
-            ollama: self.ollama,
-            balancer: balance::Balancer::new(self.inflight),
-        });
+            ollama: self.ollama.map(Arc::new),
+            balancer: Arc::new(balance::Balancer::new(self.inflight)),
+        };
         let tls = Arc::new(crate::tls::server_config(self.certs)?);
-        listener::serve(bound, shared, tls, &self.settings, shutdown.clone()).await;
-        tracker.close();
-        if tokio::time::timeout(s.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "drain timeout ({:?}) reached with connections still open; closing them",
-                s.drain_timeout
-            );
-        }
-        Ok(())
+        listener::serve(bound, shared, tls, &self.settings, shutdown).await
     }
 }
