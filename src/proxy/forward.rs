@@ -156,13 +156,20 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             Some(b) => (b, None),
             None => (empty(), None),
         };
-        let (sent_tx, sent_rx) = tokio::sync::watch::channel(false);
-        let attempt_body = Sent {
-            inner: attempt_body,
-            done: sent_tx,
+        // A body still to come is watched, so that the response timeout starts once it
+        // has been sent; a bodiless request (most of them) starts it at once.
+        let (attempt_body, sent_rx) = if attempt_body.is_end_stream() {
+            (attempt_body, None)
+        } else {
+            let (sent_tx, sent_rx) = tokio::sync::watch::channel(false);
+            let body = Sent {
+                inner: attempt_body,
+                done: sent_tx,
+            };
+            body.check_end();
+            (body.boxed(), Some(sent_rx))
         };
-        attempt_body.check_end();
-        let mut out = Request::new(attempt_body.boxed());
+        let mut out = Request::new(attempt_body);
         *out.method_mut() = parts.method.clone();
         *out.uri_mut() = uri;
         *out.version_mut() = http::Version::HTTP_11;
@@ -357,14 +364,20 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
 
 /// The upstream's scheme and authority with the client's path and query.
 fn upstream_uri(upstream: &Uri, client: &Uri) -> Option<Uri> {
-    let pq = client.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let pq = if pq.starts_with('/') { pq } else { "/" };
-    Uri::builder()
-        .scheme(upstream.scheme_str().unwrap_or("http"))
-        .authority(upstream.authority()?.as_str())
-        .path_and_query(pq)
-        .build()
-        .ok()
+    // From parts already parsed (cheap clones), not from strings parsed again.
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(
+        upstream
+            .scheme()
+            .cloned()
+            .unwrap_or(http::uri::Scheme::HTTP),
+    );
+    parts.authority = Some(upstream.authority()?.clone());
+    parts.path_and_query = Some(match client.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
+        _ => http::uri::PathAndQuery::from_static("/"),
+    });
+    Uri::from_parts(parts).ok()
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -570,6 +583,9 @@ const START_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// `Starting`) is waited on for up to [`START_GRACE`] in case it turns into a
 /// `Forward`.
 async fn settled(routes: &crate::route::RouteRx) -> Route {
+    if let Route::Forward(ups) = &*routes.borrow() {
+        return Route::Forward(ups.clone());
+    }
     let mut rx = routes.clone();
     let deadline = tokio::time::Instant::now() + START_GRACE;
     loop {
@@ -594,11 +610,13 @@ async fn settled(routes: &crate::route::RouteRx) -> Route {
 /// upstream's). Bodies after the head have no timeout: generations stream for minutes.
 async fn within<F: std::future::Future>(
     limit: std::time::Duration,
-    mut sent: tokio::sync::watch::Receiver<bool>,
+    sent: Option<tokio::sync::watch::Receiver<bool>>,
     answer: F,
 ) -> Option<F::Output> {
     let timer = async {
-        if sent.wait_for(|done| *done).await.is_err() {
+        if let Some(mut sent) = sent
+            && sent.wait_for(|done| *done).await.is_err()
+        {
             // The body was dropped unsent: the request itself fails.
             std::future::pending::<()>().await;
         }
@@ -711,11 +729,16 @@ mod tests {
             tokio::time::sleep(ms(400)).await;
             "answer"
         };
-        assert_eq!(within(ms(200), rx, answer).await, Some("answer"));
+        assert_eq!(within(ms(200), Some(rx), answer).await, Some("answer"));
         // Sent at once, never answered: None after the limit.
         let (_tx, rx) = tokio::sync::watch::channel(true);
         let never = std::future::pending::<()>();
-        assert_eq!(within(ms(200), rx, never).await, None);
+        assert_eq!(within(ms(200), Some(rx), never).await, None);
+        // Bodiless (nothing to watch): the limit counts from the start.
+        let t = std::time::Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(within(ms(200), None, never).await, None);
+        assert!(t.elapsed() < ms(1000));
     }
 
     #[test]

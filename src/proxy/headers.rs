@@ -138,8 +138,11 @@ pub fn set_forwarded(
         return;
     }
     headers.remove(&FORWARDED);
-    set(headers, &X_FORWARDED_FOR, &peer_ip.to_string());
-    set(headers, &X_REAL_IP, &peer_ip.to_string());
+    if let Ok(ip) = HeaderValue::from_str(&peer_ip.to_string()) {
+        // insert() replaces every earlier value of the header, spoofed ones included.
+        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+        headers.insert(X_REAL_IP.clone(), ip);
+    }
     set(headers, &X_FORWARDED_PROTO, peer.proto);
     match host {
         Some(h) => {

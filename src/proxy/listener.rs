@@ -406,7 +406,11 @@ async fn serve_https(stream: TcpStream, peer: SocketAddr, s: &Serving) {
     let shared = s.shared.clone();
     let svc = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(forward::handle(shared, req, peer).await) }
+        // Boxed: an HTTP/2 stream is a task of its own, and a small task is cheap to
+        // spawn and to finish (the ~2 KB request future is not copied with it).
+        Box::pin(async move {
+            Ok::<_, std::convert::Infallible>(forward::handle(shared, req, peer).await)
+        })
     });
     serve_conn(&s.builder, TokioIo::new(tls), svc, s.shutdown.clone()).await;
 }
