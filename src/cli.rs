@@ -457,6 +457,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "WEBUI_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Threads serving the proxy's connections, each with its own event loop and
+    /// upstream pool [default: one per CPU]
+    #[arg(long, env = "WEBUI_PROXY_WORKERS", value_name = "N")]
+    pub proxy_workers: Option<usize>,
+
     /// On SIGINT/SIGTERM, how long open requests and streams may take to finish [default: 10s]
     #[arg(long, env = "WEBUI_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,

@@ -623,3 +623,79 @@ async fn operator_certificate_is_served() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// Per worker thread of `pid` named `webui-proxy-N`: its CPU ticks so far (utime+stime).
+fn proxy_worker_ticks(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let comm = comm.trim().to_string();
+        if !comm.starts_with("webui-proxy-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the ")" that ends comm: state is 3rd, utime 14th, stime 15th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        out.push((
+            comm,
+            f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0),
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn proxy_workers_sets_the_threads_and_connections_spread_over_them() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &["--proxy-workers", "3"]);
+    let before = proxy_worker_ticks(p.pid());
+    let names: Vec<&str> = before.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["webui-proxy-0", "webui-proxy-1", "webui-proxy-2"],
+        "--proxy-workers 3 runs three worker threads"
+    );
+    // Six connections open at once: each worker is handed two (the least busy first).
+    let ca = webui::local_ca(state.path());
+    let clients: Vec<reqwest::Client> = (0..6).map(|_| webui::https_client(&ca, false)).collect();
+    for c in &clients {
+        assert_eq!(
+            c.get(p.https_url("/health")).send().await.unwrap().status(),
+            200
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = clients.iter().map(|c| {
+            let url = p.https_url("/health");
+            async move {
+                for _ in 0..50 {
+                    let res = c.get(&url).send().await.unwrap();
+                    assert_eq!(res.status(), 200);
+                    res.bytes().await.unwrap();
+                }
+            }
+        });
+        futures_util::future::join_all(runs).await;
+        let after = proxy_worker_ticks(p.pid());
+        let busy = after
+            .iter()
+            .zip(&before)
+            .filter(|((_, a), (_, b))| a > b)
+            .count();
+        if busy == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "requests on six connections did not reach every worker thread: {before:?} -> {after:?}"
+        );
+    }
+}

@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub header_timeout: Option<String>,
     pub max_header_size: Option<String>,
     pub max_connections: Option<usize>,
+    pub proxy_workers: Option<usize>,
     pub drain_timeout: Option<String>,
     pub email: Option<String>,
     pub acme_directory: Option<String>,

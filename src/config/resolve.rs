@@ -72,6 +72,8 @@ pub struct ProxySettings {
     pub header_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
+    /// Worker threads serving connections (see `proxy::listener`).
+    pub proxy_workers: usize,
     pub drain_timeout: Duration,
 }
 
@@ -85,6 +87,7 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 << 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_PROXY_WORKERS: usize = 256;
 
 fn err(msg: impl Into<String>) -> anyhow::Error {
     UserError::new(msg).into()
@@ -259,6 +262,13 @@ fn proxy_settings(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySet
     if max_connections == 0 {
         return Err(err("--max-connections must be at least 1"));
     }
+    let proxy_workers = pick(&cli.proxy_workers, &file.proxy_workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if !(1..=MAX_PROXY_WORKERS).contains(&proxy_workers) {
+        return Err(err(format!(
+            "--proxy-workers {proxy_workers} is out of range; give 1 to {MAX_PROXY_WORKERS}, or leave it out for one per CPU"
+        )));
+    }
 
     Ok(ProxySettings {
         listen,
@@ -301,6 +311,7 @@ fn proxy_settings(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySet
         )?,
         max_header_size,
         max_connections,
+        proxy_workers,
         drain_timeout: duration_or(
             "--drain-timeout",
             &cli.drain_timeout,
@@ -456,6 +467,13 @@ mod tests {
                     ..Default::default()
                 },
                 "100M",
+            ),
+            (
+                ProxyArgs {
+                    proxy_workers: Some(0),
+                    ..Default::default()
+                },
+                "give 1 to 256",
             ),
             (
                 ProxyArgs {

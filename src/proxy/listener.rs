@@ -168,19 +168,6 @@ pub fn port_holder(port: u16) -> Option<String> {
     None
 }
 
-/// How many worker threads serve connections: `WEBUI_PROXY_WORKERS`, else one per CPU.
-fn worker_count() -> usize {
-    if let Ok(v) = std::env::var("WEBUI_PROXY_WORKERS") {
-        match v.trim().parse::<usize>() {
-            Ok(n) if (1..=256).contains(&n) => return n,
-            _ => tracing::warn!(
-                "WEBUI_PROXY_WORKERS={v:?} is not a number from 1 to 256; using one worker per CPU"
-            ),
-        }
-    }
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 #[derive(Clone, Copy)]
 enum Kind {
     Https,
@@ -243,7 +230,7 @@ pub(super) async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let mut workers = Vec::new();
     let mut finished = Vec::new();
-    for i in 0..worker_count() {
+    for i in 0..settings.proxy_workers {
         let serving = Arc::new(Serving {
             shared: Arc::new(shared.for_worker(settings)),
             builder: server_builder(settings),
