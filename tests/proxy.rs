@@ -451,6 +451,41 @@ async fn sigterm_drain_is_bounded() {
     drop(res);
 }
 
+#[tokio::test]
+async fn a_client_connected_just_before_sigterm_still_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let mut p = proxy(state.path(), &up.url(""), &[]);
+    let tls = webui::client_tls(&[&webui::local_ca(state.path())], &[b"http/1.1"]);
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(p.https[0]).await.unwrap();
+    let name = rustls::pki_types::ServerName::from(p.https[0].ip());
+    let mut conn = connector.connect(name, tcp).await.unwrap();
+    // Connected and TLS done, the request not sent yet, when the shutdown begins (as
+    // for a client arriving during a restart): it is answered, not cut off as idle.
+    p.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = conn.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the request sent on a connection opened before SIGTERM got: {answer:?}"
+    );
+    let status = p.wait(Duration::from_secs(15)).expect("exits after it");
+    assert_eq!(status.code(), Some(0));
+}
+
 // ---- bad input: exit 1, a clear message, nothing started ----
 
 fn write_cert(

@@ -460,6 +460,10 @@ async fn accept_loop(
     }
 }
 
+/// How long, on shutdown, a connection that has not sent its first request yet is
+/// given to send it.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 async fn serve_conn<I, S>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
@@ -476,6 +480,15 @@ async fn serve_conn<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    // Noted when the connection's first request (or stream) reaches the service.
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let svc = {
+        let asked = asked.clone();
+        service_fn(move |req| {
+            asked.notify_one();
+            hyper::service::Service::call(&svc, req)
+        })
+    };
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     tokio::select! {
@@ -485,7 +498,16 @@ async fn serve_conn<I, S>(
             }
         }
         _ = shutdown.cancelled() => {
-            // Finish what is in flight (open streams included), accept nothing new.
+            // A connection accepted just before the shutdown has a client sending the
+            // request it came for; closing it as idle would fail that request (with
+            // socket activation the next process takes over only what was not accepted
+            // yet). Let its first request arrive, briefly, then finish what is in
+            // flight (open streams included) and accept nothing new.
+            tokio::select! {
+                _ = asked.notified() => {}
+                _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+                _ = conn.as_mut() => return,
+            }
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
