@@ -62,7 +62,13 @@ pub fn https_location(host: &str, https_port: u16, uri: &http::Uri) -> Option<St
     } else {
         format!(":{https_port}")
     };
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    // `OPTIONS *` (or any target not starting with `/`) goes to the root: `*` after the
+    // port made `https://host:8443*`, whose port does not parse (fuzz finding).
+    let pq = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/");
     // hyper passes raw UTF-8 in a request target; a Location is ASCII (fuzz finding).
     let pq: String = pq
         .bytes()
@@ -77,6 +83,15 @@ pub fn https_location(host: &str, https_port: u16, uri: &http::Uri) -> Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_asterisk_target_redirects_to_the_root() {
+        let uri: http::Uri = "*".parse().unwrap();
+        assert_eq!(
+            https_location(".haat.eat.", 8443, &uri).as_deref(),
+            Some("https://.haat.eat.:8443/")
+        );
+    }
 
     #[test]
     fn locations() {
