@@ -373,10 +373,7 @@ fn upstream_uri(upstream: &Uri, client: &Uri) -> Option<Uri> {
             .unwrap_or(http::uri::Scheme::HTTP),
     );
     parts.authority = Some(upstream.authority()?.clone());
-    parts.path_and_query = Some(match client.path_and_query() {
-        Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
-        _ => http::uri::PathAndQuery::from_static("/"),
-    });
+    parts.path_and_query = Some(headers::origin_form(client));
     Uri::from_parts(parts).ok()
 }
 

@@ -53,6 +53,16 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, including those the Connection header names. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive: a WebSocket handshake
 /// must reach the upstream intact.
+/// The request target as a path to pass on (upstream request, HTTPS redirect): path and
+/// query as the client sent them, `/` for `OPTIONS *` or anything else not starting with
+/// `/` (after a port, `*` would make the URL unparsable).
+pub fn origin_form(uri: &http::Uri) -> http::uri::PathAndQuery {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
+        _ => http::uri::PathAndQuery::from_static("/"),
+    }
+}
+
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()
@@ -138,11 +148,9 @@ pub fn set_forwarded(
         return;
     }
     headers.remove(&FORWARDED);
-    if let Ok(ip) = HeaderValue::from_str(&peer_ip.to_string()) {
-        // insert() replaces every earlier value of the header, spoofed ones included.
-        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
-        headers.insert(X_REAL_IP.clone(), ip);
-    }
+    let ip = peer_ip.to_string();
+    set(headers, &X_FORWARDED_FOR, &ip);
+    set(headers, &X_REAL_IP, &ip);
     set(headers, &X_FORWARDED_PROTO, peer.proto);
     match host {
         Some(h) => {

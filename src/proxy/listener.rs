@@ -216,10 +216,10 @@ struct Serving {
 /// Layout, as nginx and HAProxy do it: worker threads (`--proxy-workers`, by default
 /// one per CPU), each running a single-threaded runtime, and each connection lives on
 /// one worker from its TLS handshake to its end, with its HTTP/2 streams, its upstream
-/// requests (every worker has its own upstream pool) and its WebSocket tunnel. Nothing of a request wakes
-/// another thread. The accept loops run on the caller's runtime and hand each
-/// connection to the worker serving the fewest, so long-lived connections spread
-/// evenly whatever order they arrive in.
+/// requests (every worker has its own upstream pool) and its WebSocket tunnel. Nothing
+/// of a request wakes another thread. The accept loops run on the caller's runtime and
+/// hand each connection to the worker serving the fewest, so long-lived connections
+/// spread evenly whatever order they arrive in.
 pub(super) async fn serve(
     bound: Bound,
     shared: Shared,

@@ -62,15 +62,12 @@ pub fn https_location(host: &str, https_port: u16, uri: &http::Uri) -> Option<St
     } else {
         format!(":{https_port}")
     };
-    // `OPTIONS *` (or any target not starting with `/`) goes to the root: `*` after the
-    // port made `https://host:8443*`, whose port does not parse (fuzz finding).
-    let pq = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or("/");
+    // `OPTIONS *` goes to the root: `*` after the port made `https://host:8443*`, whose
+    // port does not parse (fuzz finding).
+    let pq = super::headers::origin_form(uri);
     // hyper passes raw UTF-8 in a request target; a Location is ASCII (fuzz finding).
     let pq: String = pq
+        .as_str()
         .bytes()
         .map(|b| match b {
             b'!'..=b'~' => char::from(b).to_string(),
