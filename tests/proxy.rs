@@ -734,3 +734,85 @@ async fn proxy_workers_sets_the_threads_and_connections_spread_over_them() {
         );
     }
 }
+
+/// A bare HTTP/1.1 upstream that answers every request on a connection with keep-alive
+/// and closes the connection once it has been idle for `idle` (uvicorn, which serves
+/// Open WebUI, does this after 5 s). Returns its address and a count of connections.
+async fn closing_upstream(
+    idle: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match tokio::time::timeout(idle, s.read(&mut chunk)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                        Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let body = format!("conn {n}");
+                        let res = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(res.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_idle_closes_by_the_upstream_cost_no_request() {
+    use std::sync::atomic::Ordering;
+    let (addr, conns) = closing_upstream(Duration::from_millis(300)).await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &format!("http://{addr}"), &[]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+
+    // One client, one request after the other: one upstream connection carries them all.
+    for i in 0..30 {
+        let res = c.get(p.https_url(&format!("/r{i}"))).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.text().await.unwrap(), "conn 1");
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "30 sequential requests should reuse one upstream connection"
+    );
+
+    // The upstream closes its idle connections; each next request still gets its answer
+    // (on a new connection), never a 502.
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let res = c
+            .get(p.https_url(&format!("/later{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "request {i} after the upstream closed an idle connection"
+        );
+        assert_eq!(res.text().await.unwrap(), format!("conn {}", i + 2));
+    }
+}

@@ -125,6 +125,8 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     };
     let mut body = Some(body);
     let mut headers = Some(headers);
+    // Origin-form: the upstream connection is chosen by the upstream's authority.
+    let target = Uri::from(headers::origin_form(&parts.uri));
     let mut tried = 0u64;
     let mut attempts = 0;
     let mut failed = ProxyError::UpstreamUnreachable;
@@ -136,7 +138,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         attempts += 1;
         tried |= 1u64.checked_shl(i as u32).unwrap_or(0);
         let slot = &snap.slots[i];
-        let Some(uri) = upstream_uri(&slot.uri, &parts.uri) else {
+        let Some(to) = slot.uri.authority() else {
             return finish(
                 &shared,
                 respond::error(ProxyError::BadRequest, html),
@@ -171,7 +173,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         };
         let mut out = Request::new(attempt_body);
         *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
+        *out.uri_mut() = target.clone();
         *out.version_mut() = http::Version::HTTP_11;
         *out.headers_mut() = match (several, &mut headers) {
             (true, Some(h)) => h.clone(),
@@ -180,7 +182,11 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
 
         let in_flight = crate::route::RequestGuard::new(slot.counts.clone());
         let sent = Instant::now();
-        let answer = within(shared.response_timeout, sent_rx, shared.client.request(out));
+        let answer = within(
+            shared.response_timeout,
+            sent_rx,
+            shared.upstream.request(to, out),
+        );
         match answer.await {
             Some(Ok(res)) => {
                 shared.balancer.answered(slot);
@@ -362,21 +368,6 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The upstream's scheme and authority with the client's path and query.
-fn upstream_uri(upstream: &Uri, client: &Uri) -> Option<Uri> {
-    // From parts already parsed (cheap clones), not from strings parsed again.
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(
-        upstream
-            .scheme()
-            .cloned()
-            .unwrap_or(http::uri::Scheme::HTTP),
-    );
-    parts.authority = Some(upstream.authority()?.clone());
-    parts.path_and_query = Some(headers::origin_form(client));
-    Uri::from_parts(parts).ok()
-}
-
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -389,7 +380,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Maps an upstream client error to what the client is told.
-fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+fn classify(e: &super::upstream::Error) -> ProxyError {
     if e.is_connect() {
         let timed_out =
             std::iter::successors(std::error::Error::source(e), |c| c.source()).any(|c| {
@@ -736,22 +727,5 @@ mod tests {
         let never = std::future::pending::<()>();
         assert_eq!(within(ms(200), None, never).await, None);
         assert!(t.elapsed() < ms(1000));
-    }
-
-    #[test]
-    fn upstream_uri_keeps_path_and_query() {
-        let up: Uri = "http://127.0.0.1:3000/".parse().unwrap();
-        let c: Uri = "/api/v1/chats?page=2".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&up, &c).unwrap().to_string(),
-            "http://127.0.0.1:3000/api/v1/chats?page=2"
-        );
-        let c: Uri = "https://chat.example.com/ws/socket.io/?EIO=4"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            upstream_uri(&up, &c).unwrap().to_string(),
-            "http://127.0.0.1:3000/ws/socket.io/?EIO=4"
-        );
     }
 }

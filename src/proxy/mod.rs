@@ -6,6 +6,7 @@
 //! - `balance`: which upstream (replica) a request goes to: least outstanding,
 //!   passive ejection, `/ws/` stickiness.
 //! - `tunnel`: WebSocket upgrades, byte for byte, idle timeout only.
+//! - `upstream`: HTTP/1.1 connections to the upstreams, pooled per worker thread.
 //! - `headers`: hop-by-hop and `X-Forwarded-*` rewriting (pure).
 //! - `plain`: the plain-HTTP listener's service (redirect, ACME HTTP-01).
 //! - `respond`: every response the proxy makes up itself.
@@ -24,15 +25,13 @@ mod listener;
 mod plain;
 pub mod respond;
 mod tunnel;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,7 +55,8 @@ pub type Body = BoxBody<Bytes, BoxError>;
 #[derive(Clone)]
 pub(crate) struct Shared {
     routes: RouteRx,
-    client: Client<HttpConnector, Body>,
+    /// This worker's upstream connections.
+    upstream: Arc<upstream::Pool>,
     max_body: Option<u64>,
     trusted_proxies: Vec<IpNet>,
     hsts: bool,
@@ -78,28 +78,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// This state for one more worker thread: a client (connection pool) and a tracker
-    /// of its own, everything else shared.
+    /// This state for one more worker thread: an upstream connection pool and a
+    /// tracker of its own, everything else shared.
     fn for_worker(&self, settings: &ProxySettings) -> Shared {
         Shared {
-            client: upstream_client(settings),
+            upstream: upstream::Pool::new(settings.connect_timeout),
             tracker: TaskTracker::new(),
             ..self.clone()
         }
     }
-}
-
-/// The upstream client: HTTP/1.1 keep-alive pool, connect timeout, no Nagle.
-fn upstream_client(s: &ProxySettings) -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(s.connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .http1_preserve_header_case(false)
-        .build(connector)
 }
 
 /// Everything the proxy needs to run, besides its bound listeners.
@@ -134,7 +121,7 @@ impl Proxy {
         let https_port = bound.https_addrs().first().map(|a| a.port()).unwrap_or(443);
         let shared = Shared {
             routes: self.routes,
-            client: upstream_client(s),
+            upstream: upstream::Pool::new(s.connect_timeout),
             max_body: s.max_body,
             trusted_proxies: s.trusted_proxies.clone(),
             hsts: s.hsts,

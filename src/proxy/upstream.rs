@@ -1,0 +1,295 @@
+//! The upstream side: HTTP/1.1 connections to the upstreams, kept alive in a pool of
+//! this worker thread's own.
+//!
+//! Each proxy worker has one [`Pool`] (see `Shared::for_worker`), so a request, the
+//! upstream connection it goes out on and that connection's task all run on one
+//! thread, and checking a connection out or in takes an uncontended lock.
+//!
+//! The protocol is hyper's (`hyper::client::conn::http1`); this module only decides
+//! which connection a request goes out on:
+//! - the most recently used idle one that is ready (LIFO: warm, and the rest can time
+//!   out when load drops), else a new one;
+//! - a connection goes back to the pool the moment its response has been read to the
+//!   end (the response body hands it back), not from a task of its own;
+//! - a request that a pooled connection could not even start to send (the upstream
+//!   had closed it while idle) goes out again on another connection, since the
+//!   upstream never saw it;
+//! - idle connections are dropped after [`IDLE_TIMEOUT`], and beyond [`MAX_IDLE`] per
+//!   upstream the oldest goes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::Body;
+
+/// An idle connection is closed after this long unused.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// At most this many idle connections per upstream and worker; more than that are
+/// only needed in a burst, and are closed when it is over.
+pub const MAX_IDLE: usize = 1024;
+/// TCP keepalive on upstream connections (a dead peer is noticed while idle).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// One worker's upstream connections.
+pub struct Pool {
+    connect_timeout: Duration,
+    /// Idle connections per upstream, oldest first.
+    idle: Mutex<Vec<(Authority, Vec<Idle>)>>,
+}
+
+struct Idle {
+    tx: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// Why a request got no response from the upstream.
+#[derive(Debug)]
+pub enum Error {
+    /// No connection: refused, unreachable, timed out (`io::ErrorKind::TimedOut`), or
+    /// the name did not resolve. Nothing was sent.
+    Connect(std::io::Error),
+    /// The connection failed or the upstream broke the protocol, after (part of) the
+    /// request may have been sent.
+    Http(hyper::Error),
+}
+
+impl Error {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Error::Connect(_))
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Connect(_) => f.write_str("could not connect to the upstream"),
+            Error::Http(_) => f.write_str("upstream connection failed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect(e) => Some(e),
+            Error::Http(e) => Some(e),
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(connect_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends `req` (origin-form target, `Host` set) to the upstream at `to` and
+    /// returns its response head; the body hands the connection back when read to
+    /// its end. A 101 response's connection is the caller's, through
+    /// `hyper::upgrade::on`.
+    pub async fn request(
+        self: &Arc<Self>,
+        to: &Authority,
+        mut req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Error> {
+        loop {
+            let (mut tx, reused) = match self.checkout(to) {
+                Some(tx) => (tx, true),
+                None => (self.connect(to).await?, false),
+            };
+            match tx.try_send_request(req).await {
+                Ok(res) => {
+                    let (parts, body) = res.into_parts();
+                    let upgraded = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+                    let mut body = UpstreamBody {
+                        inner: body,
+                        back: (!upgraded).then(|| Back {
+                            pool: self.clone(),
+                            to: to.clone(),
+                            tx,
+                        }),
+                    };
+                    if body.inner.is_end_stream() {
+                        body.release();
+                    }
+                    return Ok(Response::from_parts(parts, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the pooled connection had been closed meanwhile.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(Error::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection to `to` that can take a request now.
+    fn checkout(&self, to: &Authority) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = &mut idle.iter_mut().find(|(a, _)| a == to)?.1;
+        let now = Instant::now();
+        while let Some(c) = list.pop() {
+            if now.duration_since(c.since) >= IDLE_TIMEOUT {
+                // Everything before it is older still.
+                list.clear();
+                return None;
+            }
+            if c.tx.is_ready() {
+                return Some(c.tx);
+            }
+            // Closed (or, which does not happen once a response was read to its
+            // end, still busy): dropped.
+        }
+        None
+    }
+
+    fn checkin(&self, to: Authority, tx: http1::SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let i = match idle.iter().position(|(a, _)| *a == to) {
+            Some(i) => i,
+            None => {
+                // A new upstream (a replica replaced, a name resolved anew): forget
+                // the ones whose connections have all ended.
+                idle.retain(|(_, list)| list.iter().any(|c| !c.tx.is_closed()));
+                idle.push((to, Vec::new()));
+                idle.len() - 1
+            }
+        };
+        let list = &mut idle[i].1;
+        // Oldest first: drop what has timed out, and the oldest beyond the cap.
+        let stale = list
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+            .count()
+            .max((list.len() + 1).saturating_sub(MAX_IDLE));
+        list.drain(..stale);
+        list.push(Idle { tx, since: now });
+    }
+
+    /// A new connection to `to`, its task spawned on this worker.
+    async fn connect(&self, to: &Authority) -> Result<http1::SendRequest<Body>, Error> {
+        let stream = tokio::time::timeout(self.connect_timeout, tcp_connect(to))
+            .await
+            .map_err(|_| {
+                Error::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "connecting to {to} timed out after {:?}",
+                        self.connect_timeout
+                    ),
+                ))
+            })?
+            .map_err(Error::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(Error::Http)?;
+        tokio::spawn(async move {
+            // Errors reach the request that was on the connection; an idle one that
+            // the upstream closed just ends.
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(tx)
+    }
+}
+
+/// A TCP connection to the first of `to`'s addresses that accepts one.
+async fn tcp_connect(to: &Authority) -> std::io::Result<TcpStream> {
+    let host = to.host().trim_start_matches('[').trim_end_matches(']');
+    let port = to.port_u16().unwrap_or(80);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return TcpStream::connect(SocketAddr::new(ip, port)).await;
+    }
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} resolved to no address"),
+        )
+    }))
+}
+
+/// Where a connection goes back to once its response has been read.
+struct Back {
+    pool: Arc<Pool>,
+    to: Authority,
+    tx: http1::SendRequest<Body>,
+}
+
+/// An upstream response body. Read to its end, it hands its connection back to the
+/// pool; dropped before that, the connection is closed (what was left of the response
+/// can not be told from the next one).
+pub struct UpstreamBody {
+    inner: Incoming,
+    back: Option<Back>,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        let Some(Back { pool, to, mut tx }) = self.back.take() else {
+            return;
+        };
+        if tx.is_ready() {
+            pool.checkin(to, tx);
+        } else if !tx.is_closed() {
+            // The connection's task has not yet seen the end of the response it just
+            // delivered: it is pooled once it has.
+            tokio::spawn(async move {
+                if tx.ready().await.is_ok() {
+                    pool.checkin(to, tx);
+                }
+            });
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
