@@ -816,3 +816,55 @@ async fn upstream_connections_are_kept_alive_and_idle_closes_by_the_upstream_cos
         assert_eq!(res.text().await.unwrap(), format!("conn {}", i + 2));
     }
 }
+
+/// A bare HTTP/1.1 upstream like uvicorn at the moment it closes a connection for
+/// idleness (5 s): a request that arrives on a connection idle for longer than
+/// `closing_after` is read and dropped unanswered, the connection closed.
+async fn upstream_closing_idle_connections_on_arrival(
+    closing_after: Duration,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 4096];
+                let mut last = Instant::now();
+                let mut buf = Vec::new();
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                    if last.elapsed() > closing_after {
+                        return;
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let res = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(res.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    last = Instant::now();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_connection_idle_for_as_long_as_uvicorns_keep_alive_is_not_reused() {
+    let addr = upstream_closing_idle_connections_on_arrival(Duration::from_millis(4500)).await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &format!("http://{addr}"), &[]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    assert_eq!(c.get(p.https_url("/a")).send().await.unwrap().status(), 200);
+    // Idle past the point where the upstream closes the connection as the request
+    // arrives: the request goes out on a new connection instead and is answered.
+    tokio::time::sleep(Duration::from_millis(4700)).await;
+    let res = c.get(p.https_url("/b")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "request after 4.7 s of quiet");
+}

@@ -33,8 +33,12 @@ use tokio::net::TcpStream;
 
 use super::Body;
 
-/// An idle connection is closed after this long unused.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// An idle connection is not used again after this long unused. Below uvicorn's
+/// keep-alive timeout (5 s, Open WebUI's server): a request sent on a connection just
+/// as the upstream closes it for idleness fails with nothing to retry on (the
+/// upstream may have read it), so connections the upstream is about to close are not
+/// used. Under load every connection is reused long before this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// At most this many idle connections per upstream and worker; more than that are
 /// only needed in a burst, and are closed when it is over.
 pub const MAX_IDLE: usize = 1024;
