@@ -868,3 +868,61 @@ async fn a_connection_idle_for_as_long_as_uvicorns_keep_alive_is_not_reused() {
     let res = c.get(p.https_url("/b")).send().await.unwrap();
     assert_eq!(res.status(), 200, "request after 4.7 s of quiet");
 }
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_a_burst_even_with_no_more_requests() {
+    use std::sync::atomic::Ordering;
+    // An upstream that never closes idle connections itself (ollama's does not).
+    let (addr, conns) = closing_upstream(Duration::from_secs(3600)).await;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicIsize::new(0));
+    // The proxy reaches it through a relay that counts the connections open.
+    let (counted_addr, open_now) = counting_relay(addr, open.clone()).await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &format!("http://{counted_addr}"), &[]);
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    // A burst: 20 requests at once need up to 20 upstream connections.
+    let burst = (0..20).map(|i| c.get(p.https_url(&format!("/b{i}"))).send());
+    for res in futures_util::future::join_all(burst).await {
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    let opened = conns.load(Ordering::SeqCst);
+    assert!(opened >= 2, "the burst used {opened} upstream connections");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        open_now() > 0,
+        "connections are kept for reuse for a while after the burst"
+    );
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while open_now() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        open_now(),
+        0,
+        "idle upstream connections are closed within seconds, without another request"
+    );
+}
+
+/// A TCP relay in front of `to` that counts the connections open through it.
+async fn counting_relay(
+    to: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicIsize>,
+) -> (std::net::SocketAddr, impl Fn() -> isize) {
+    use std::sync::atomic::Ordering;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let counter = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let counter = counter.clone();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                }
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, move || open.load(Ordering::SeqCst))
+}

@@ -14,7 +14,8 @@
 //! - a request that a pooled connection could not even start to send (the upstream
 //!   had closed it while idle) goes out again on another connection, since the
 //!   upstream never saw it;
-//! - idle connections are dropped after [`IDLE_TIMEOUT`], and beyond [`MAX_IDLE`] per
+//! - idle connections are closed after [`IDLE_TIMEOUT`] (checked at checkout, and
+//!   every [`REAP_EVERY`] by a task of the pool's own), and beyond [`MAX_IDLE`] per
 //!   upstream the oldest goes.
 
 use std::net::{IpAddr, SocketAddr};
@@ -42,12 +43,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// At most this many idle connections per upstream and worker; more than that are
 /// only needed in a burst, and are closed when it is over.
 pub const MAX_IDLE: usize = 1024;
+/// How often expired idle connections are closed when no request comes along.
+const REAP_EVERY: Duration = Duration::from_secs(1);
 /// TCP keepalive on upstream connections (a dead peer is noticed while idle).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// One worker's upstream connections.
 pub struct Pool {
     connect_timeout: Duration,
+    /// Whether the task closing expired idle connections runs (started with the
+    /// first connection, on the worker's runtime).
+    reaping: std::sync::atomic::AtomicBool,
     /// Idle connections per upstream, oldest first.
     idle: Mutex<Vec<(Authority, Vec<Idle>)>>,
 }
@@ -96,6 +102,7 @@ impl Pool {
     pub fn new(connect_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool {
             connect_timeout,
+            reaping: std::sync::atomic::AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -185,7 +192,39 @@ impl Pool {
     }
 
     /// A new connection to `to`, its task spawned on this worker.
-    async fn connect(&self, to: &Authority) -> Result<http1::SendRequest<Body>, Error> {
+    /// Closes idle connections once expired even when no request comes to notice:
+    /// after a burst, hundreds of them would otherwise stay open (an upstream that,
+    /// unlike uvicorn, never closes idle connections keeps them forever). Ends with
+    /// the pool.
+    fn start_reaper(self: &Arc<Self>) {
+        if self
+            .reaping
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REAP_EVERY).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let now = Instant::now();
+                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                for (_, list) in idle.iter_mut() {
+                    let stale = list
+                        .iter()
+                        .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+                        .count();
+                    list.drain(..stale);
+                    list.retain(|c| !c.tx.is_closed());
+                }
+                idle.retain(|(_, list)| !list.is_empty());
+            }
+        });
+    }
+
+    async fn connect(self: &Arc<Self>, to: &Authority) -> Result<http1::SendRequest<Body>, Error> {
+        self.start_reaper();
         let stream = tokio::time::timeout(self.connect_timeout, tcp_connect(to))
             .await
             .map_err(|_| {
