@@ -10,7 +10,11 @@
 //! not, and doubles the build) into `target/fuzz`, apart from the main build.
 //!
 //! Knobs: `WEBUI_FUZZ_SECONDS` (per target, default 45), `WEBUI_FUZZ_TARGETS`
-//! (comma-separated subset). Without cargo-fuzz the test is skipped with a reason,
+//! (comma-separated subset), `WEBUI_FUZZ_SEED` (libFuzzer's `-seed`, default 1; `0`
+//! is a random seed per run). The fixed default makes a run repeat the same sequence
+//! of inputs (as far as it gets in the time), so a landing fails on what its own
+//! change made reachable, not on whatever a random walk turned up in old code that
+//! day; `WEBUI_FUZZ_SEED=0` (and more seconds) explores. Without cargo-fuzz the test is skipped with a reason,
 //! except under `CI=true`, where it fails (tests/infra/setup.sh installs it).
 
 use std::path::{Path, PathBuf};
@@ -80,6 +84,10 @@ fn fuzz_targets_run_without_findings() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(45);
+    let seed: u32 = std::env::var("WEBUI_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let only = std::env::var("WEBUI_FUZZ_TARGETS").ok();
     let targets: Vec<&str> = TARGETS
         .into_iter()
@@ -116,6 +124,7 @@ fn fuzz_targets_run_without_findings() {
         run.arg(&corpus)
             .arg("--")
             .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-seed={seed}"))
             .arg("-timeout=10")
             .arg("-rss_limit_mb=2048")
             .arg("-print_final_stats=1")
