@@ -436,6 +436,12 @@ def fmt(v, f):
     return "-" if v is None else f.format(v)
 
 
+def ratio(a, b):
+    """a / b, or None when either is missing or not positive (an SSE difference to
+    direct can be 0 or negative: a ratio of those means nothing)."""
+    return a / b if a is not None and b is not None and a > 0 and b > 0 else None
+
+
 def table(res, names):
     peers = [n for n in names if n in PEERS_ALL]
     head = ["measurement"] + names + ["best peer", "webui/best", "webui/direct"]
@@ -449,14 +455,14 @@ def table(res, names):
         pv = {n: vals[n] for n in peers if vals[n] is not None}
         best = (max if higher else min)(pv, key=pv.get) if pv else None
         w, d = vals.get("webui"), vals.get("direct")
-        r_best = (w / pv[best] if best and w is not None and pv[best] else None)
-        r_dir = w / d if w is not None and d else None
+        r_best = ratio(w, pv[best]) if best else None
+        r_dir = ratio(w, d)
         arrow = "↑" if higher else "↓"
         row = [f"{label} {arrow}"] + [fmt(vals[n], f) for n in names] + \
             [best or "-", fmt(r_best, "{:.2f}"), fmt(r_dir, "{:.2f}")]
         if "base" in names:
             b = vals.get("base")
-            row.append(fmt(w / b if w is not None and b else None, "{:.2f}"))
+            row.append(fmt(ratio(w, b), "{:.2f}"))
         lines.append(row)
     widths = [max(len(r[i]) for r in [head] + lines) for i in range(len(head))]
     out = ["| " + " | ".join(h.ljust(widths[i]) for i, h in enumerate(head)) + " |",
