@@ -14,8 +14,9 @@
 //! is a random seed per run). The fixed default makes a run repeat the same sequence
 //! of inputs (as far as it gets in the time), so a landing fails on what its own
 //! change made reachable, not on whatever a random walk turned up in old code that
-//! day; `WEBUI_FUZZ_SEED=0` (and more seconds) explores. Without cargo-fuzz the test is skipped with a reason,
-//! except under `CI=true`, where it fails (tests/infra/setup.sh installs it).
+//! day; `WEBUI_FUZZ_SEED=0` (and more seconds) explores. Without cargo-fuzz the test
+//! is skipped with a reason, except under `CI=true`, where it fails
+//! (tests/infra/setup.sh installs it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

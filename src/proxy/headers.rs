@@ -50,9 +50,6 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|v| lists_token(v, "upgrade"))
 }
 
-/// Removes hop-by-hop headers, including those the Connection header names. With
-/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive: a WebSocket handshake
-/// must reach the upstream intact.
 /// The request target as a path to pass on (upstream request, HTTPS redirect): path and
 /// query as the client sent them, `/` for `OPTIONS *` or anything else not starting with
 /// `/` (after a port, `*` would make the URL unparsable).
@@ -63,6 +60,9 @@ pub fn origin_form(uri: &http::Uri) -> http::uri::PathAndQuery {
     }
 }
 
+/// Removes hop-by-hop headers, including those the Connection header names. With
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive: a WebSocket handshake
+/// must reach the upstream intact.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let upgrade = if keep_upgrade {
         headers.get(header::UPGRADE).cloned()

@@ -191,7 +191,6 @@ impl Pool {
         list.push(Idle { tx, since: now });
     }
 
-    /// A new connection to `to`, its task spawned on this worker.
     /// Closes idle connections once expired even when no request comes to notice:
     /// after a burst, hundreds of them would otherwise stay open (an upstream that,
     /// unlike uvicorn, never closes idle connections keeps them forever). Ends with
@@ -223,6 +222,7 @@ impl Pool {
         });
     }
 
+    /// A new connection to `to`, its task spawned on this worker.
     async fn connect(self: &Arc<Self>, to: &Authority) -> Result<http1::SendRequest<Body>, Error> {
         self.start_reaper();
         let stream = tokio::time::timeout(self.connect_timeout, tcp_connect(to))
