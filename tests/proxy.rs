@@ -874,9 +874,8 @@ async fn idle_upstream_connections_are_closed_after_a_burst_even_with_no_more_re
     use std::sync::atomic::Ordering;
     // An upstream that never closes idle connections itself (ollama's does not).
     let (addr, conns) = closing_upstream(Duration::from_secs(3600)).await;
-    let open = std::sync::Arc::new(std::sync::atomic::AtomicIsize::new(0));
     // The proxy reaches it through a relay that counts the connections open.
-    let (counted_addr, open_now) = counting_relay(addr, open.clone()).await;
+    let (counted_addr, open_now) = counting_relay(addr).await;
     let state = webui::state_dir();
     let p = proxy(state.path(), &format!("http://{counted_addr}"), &[]);
     let c = webui::https_client(&webui::local_ca(state.path()), false);
@@ -904,11 +903,9 @@ async fn idle_upstream_connections_are_closed_after_a_burst_even_with_no_more_re
 }
 
 /// A TCP relay in front of `to` that counts the connections open through it.
-async fn counting_relay(
-    to: std::net::SocketAddr,
-    open: std::sync::Arc<std::sync::atomic::AtomicIsize>,
-) -> (std::net::SocketAddr, impl Fn() -> isize) {
+async fn counting_relay(to: std::net::SocketAddr) -> (std::net::SocketAddr, impl Fn() -> isize) {
     use std::sync::atomic::Ordering;
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicIsize::new(0));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let counter = open.clone();
@@ -925,4 +922,54 @@ async fn counting_relay(
         }
     });
     (addr, move || open.load(Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn an_upstream_that_takes_no_connections_gets_a_504_after_the_connect_timeout() {
+    // A listener that never accepts, its queue filled: further SYNs are dropped, so a
+    // connection attempt hangs as it does to a firewalled or overloaded upstream.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    let full = (0..16).any(|_| {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => {
+                queued.push(s);
+                false
+            }
+            Err(_) => true,
+        }
+    });
+    assert!(full, "the listener's queue did not fill");
+
+    let state = webui::state_dir();
+    let p = proxy(
+        state.path(),
+        &format!("http://{addr}"),
+        &["--connect-timeout", "1s"],
+    );
+    let c = webui::https_client(&webui::local_ca(state.path()), false);
+    let t = Instant::now();
+    let res = c
+        .get(p.https_url("/api/models"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(res.status(), 504);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "upstream_timeout");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "answered after {took:?}, with --connect-timeout 1s"
+    );
 }

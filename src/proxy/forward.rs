@@ -381,18 +381,10 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Maps an upstream client error to what the client is told.
 fn classify(e: &super::upstream::Error) -> ProxyError {
-    if e.is_connect() {
-        let timed_out =
-            std::iter::successors(std::error::Error::source(e), |c| c.source()).any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-                    || c.to_string().contains("timed out")
-            });
-        if timed_out {
-            ProxyError::UpstreamTimeout
-        } else {
-            ProxyError::UpstreamUnreachable
-        }
+    if e.is_timeout() {
+        ProxyError::UpstreamTimeout
+    } else if e.is_connect() {
+        ProxyError::UpstreamUnreachable
     } else {
         ProxyError::UpstreamBroken
     }

@@ -14,9 +14,9 @@
 //! - a request that a pooled connection could not even start to send (the upstream
 //!   had closed it while idle) goes out again on another connection, since the
 //!   upstream never saw it;
-//! - idle connections are closed after [`IDLE_TIMEOUT`] (checked at checkout, and
-//!   every [`REAP_EVERY`] by a task of the pool's own), and beyond [`MAX_IDLE`] per
-//!   upstream the oldest goes.
+//! - idle connections are not used after [`IDLE_TIMEOUT`] (checked at checkout) and
+//!   closed within [`REAP_EVERY`] after it by a task of the pool's own; beyond
+//!   [`MAX_IDLE`] per upstream the oldest goes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -39,10 +39,10 @@ use super::Body;
 /// as the upstream closes it for idleness fails with nothing to retry on (the
 /// upstream may have read it), so connections the upstream is about to close are not
 /// used. Under load every connection is reused long before this.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// At most this many idle connections per upstream and worker; more than that are
 /// only needed in a burst, and are closed when it is over.
-pub const MAX_IDLE: usize = 1024;
+const MAX_IDLE: usize = 1024;
 /// How often expired idle connections are closed when no request comes along.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// TCP keepalive on upstream connections (a dead peer is noticed while idle).
@@ -77,6 +77,11 @@ pub enum Error {
 impl Error {
     pub fn is_connect(&self) -> bool {
         matches!(self, Error::Connect(_))
+    }
+
+    /// No connection within the connect timeout (ours, or the kernel's).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut)
     }
 }
 
@@ -167,34 +172,32 @@ impl Pool {
         None
     }
 
+    /// Expired connections are the reaper's (and checkout skips them); here only the
+    /// cap applies.
     fn checkin(&self, to: Authority, tx: http1::SendRequest<Body>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         let i = match idle.iter().position(|(a, _)| *a == to) {
             Some(i) => i,
             None => {
-                // A new upstream (a replica replaced, a name resolved anew): forget
-                // the ones whose connections have all ended.
-                idle.retain(|(_, list)| list.iter().any(|c| !c.tx.is_closed()));
                 idle.push((to, Vec::new()));
                 idle.len() - 1
             }
         };
         let list = &mut idle[i].1;
-        // Oldest first: drop what has timed out, and the oldest beyond the cap.
-        let stale = list
-            .iter()
-            .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
-            .count()
-            .max((list.len() + 1).saturating_sub(MAX_IDLE));
-        list.drain(..stale);
-        list.push(Idle { tx, since: now });
+        if list.len() >= MAX_IDLE {
+            list.remove(0);
+        }
+        list.push(Idle {
+            tx,
+            since: Instant::now(),
+        });
     }
 
-    /// Closes idle connections once expired even when no request comes to notice:
-    /// after a burst, hundreds of them would otherwise stay open (an upstream that,
-    /// unlike uvicorn, never closes idle connections keeps them forever). Ends with
-    /// the pool.
+    /// Closes idle connections once expired, forgets the ones that ended, and the
+    /// upstreams left with none (a replica replaced, a name resolved anew), even when
+    /// no request comes to notice: after a burst, hundreds of connections would
+    /// otherwise stay open (an upstream that, unlike uvicorn, never closes idle
+    /// connections keeps them forever). Ends with the pool.
     fn start_reaper(self: &Arc<Self>) {
         if self
             .reaping
