@@ -182,12 +182,8 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
 
         let in_flight = crate::route::RequestGuard::new(slot.counts.clone());
         let sent = Instant::now();
-        let answer = within(
-            shared.response_timeout,
-            sent_rx,
-            shared.upstream.request(to, out),
-        );
-        match answer.await {
+        let answer = std::pin::pin!(shared.upstream.request(to, out));
+        match within(shared.response_timeout, sent_rx, answer).await {
             Some(Ok(res)) => {
                 shared.balancer.answered(slot);
                 break Some((slot, res, in_flight, sent));
@@ -588,10 +584,13 @@ async fn settled(routes: &crate::route::RouteRx) -> Route {
 /// The upstream's answer, or None when its head did not come within `limit` of the
 /// request body having been sent in full (a slow upload is the client's pace, not the
 /// upstream's). Bodies after the head have no timeout: generations stream for minutes.
+/// `answer` is pinned by the caller: taken by value, it would be held twice in this
+/// future (as the argument and in the `select!`), and this is the largest part of
+/// every request's state.
 async fn within<F: std::future::Future>(
     limit: std::time::Duration,
     sent: Option<tokio::sync::watch::Receiver<bool>>,
-    answer: F,
+    answer: Pin<&mut F>,
 ) -> Option<F::Output> {
     let timer = async {
         if let Some(mut sent) = sent
@@ -705,18 +704,18 @@ mod tests {
             tokio::time::sleep(ms(300)).await;
             tx.send_replace(true);
         });
-        let answer = async {
+        let answer = std::pin::pin!(async {
             tokio::time::sleep(ms(400)).await;
             "answer"
-        };
+        });
         assert_eq!(within(ms(200), Some(rx), answer).await, Some("answer"));
         // Sent at once, never answered: None after the limit.
         let (_tx, rx) = tokio::sync::watch::channel(true);
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         assert_eq!(within(ms(200), Some(rx), never).await, None);
         // Bodiless (nothing to watch): the limit counts from the start.
         let t = std::time::Instant::now();
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         assert_eq!(within(ms(200), None, never).await, None);
         assert!(t.elapsed() < ms(1000));
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -394,12 +395,17 @@ async fn serve_https(stream: TcpStream, peer: SocketAddr, s: &Serving) {
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         // Boxed: an HTTP/2 stream is a task of its own, and a small task is cheap to
-        // spawn and to finish (the ~2 KB request future is not copied with it).
-        Box::pin(async move {
-            Ok::<_, std::convert::Infallible>(forward::handle(shared, req, peer).await)
-        })
+        // spawn and to finish (the request future is not copied with it). `map`, not
+        // an `async` block around it, which would hold the arguments a second time.
+        Box::pin(forward::handle(shared, req, peer).map(infallible))
     });
     serve_conn(&s.builder, TokioIo::new(tls), svc, s.shutdown.clone()).await;
+}
+
+fn infallible(
+    res: http::Response<super::Body>,
+) -> Result<http::Response<super::Body>, std::convert::Infallible> {
+    Ok(res)
 }
 
 /// Accepts until `shutdown`, within the connection limit, handing each connection to

@@ -124,7 +124,10 @@ impl Pool {
         loop {
             let (mut tx, reused) = match self.checkout(to) {
                 Some(tx) => (tx, true),
-                None => (self.connect(to).await?, false),
+                // Boxed: the connect future (name lookup, TCP, handshake) is large
+                // and would otherwise be part of every request's state, also when
+                // a pooled connection is used.
+                None => (Box::pin(self.connect(to)).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(res) => {
