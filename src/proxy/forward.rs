@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::auth::Decision;
+use super::empty_body;
 use super::headers::{self, Peer};
 use super::respond::{self, ProxyError};
 use super::{Body, BoxError, Shared, balance, tunnel};
@@ -106,7 +107,8 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     // Architecture Invariant: a request is retried on another upstream only when no
     // upstream can have acted on it: its connection failed before anything was sent,
     // or it is a bodiless GET/HEAD/OPTIONS that failed before the response head. A
-    // request whose body was (even partly) sent is never sent twice.
+    // request whose body was (even partly) sent is never sent twice. The pool applies
+    // the same rule on one upstream (`upstream::Pool::request`).
     let bodiless = upgrade || body.is_end_stream();
     let idempotent = matches!(
         parts.method,
@@ -114,7 +116,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     );
     let too_large = Arc::new(AtomicBool::new(false));
     let body: Body = match shared.max_body {
-        _ if upgrade => empty(),
+        _ if upgrade => empty_body(),
         Some(max) => Limited {
             inner: body,
             left: max,
@@ -156,7 +158,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
                 (Lent::new(lent.clone()).boxed(), Some(lent))
             }
             Some(b) => (b, None),
-            None => (empty(), None),
+            None => (empty_body(), None),
         };
         // A body still to come is watched, so that the response timeout starts once it
         // has been sent; a bodiless request (most of them) starts it at once.
@@ -268,7 +270,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         if let Some(pin) = pin {
             parts.headers.append(header::SET_COOKIE, pin);
         }
-        let res = Response::from_parts(parts, empty());
+        let res = Response::from_parts(parts, empty_body());
         return finish(&shared, res, &method, &path, start, answered_by);
     }
 
@@ -293,12 +295,6 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
 
 /// At most this many upstreams are tried for one request (each at most once).
 const MAX_ATTEMPTS: usize = 5;
-
-fn empty() -> Body {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
 
 pin_project_lite::pin_project! {
     /// A request body left in a shared slot until the upstream connection asks for its

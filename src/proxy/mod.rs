@@ -49,6 +49,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the proxy sends or receives, type-erased.
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// A body with nothing in it.
+pub fn empty_body() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// What every connection task of one proxy worker thread shares. Each worker has its
 /// own copy with its own upstream client (pool) and task tracker, so a request, its
 /// upstream connection and its tunnel stay on one thread; the rest is shared state.

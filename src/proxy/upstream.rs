@@ -14,6 +14,9 @@
 //! - a request that a pooled connection could not even start to send (the upstream
 //!   had closed it while idle) goes out again on another connection, since the
 //!   upstream never saw it;
+//! - a bodiless GET, HEAD or OPTIONS lost on a connection that had been idle for
+//!   [`REPLAY_IDLE`] or more (the upstream's keep-alive timeout closed it as the
+//!   request arrived) goes out once more, on a new connection;
 //! - idle connections are not used after [`IDLE_TIMEOUT`] (checked at checkout) and
 //!   closed within [`REAP_EVERY`] after it by a task of the pool's own; beyond
 //!   [`MAX_IDLE`] per upstream the oldest goes.
@@ -43,6 +46,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// At most this many idle connections per upstream and worker; more than that are
 /// only needed in a burst, and are closed when it is over.
 const MAX_IDLE: usize = 1024;
+/// A connection reused after this long idle may be closed by the upstream's keep-alive
+/// timeout just as the request reaches it (gunicorn's is 2 s; uvicorn's 5 s is what
+/// [`IDLE_TIMEOUT`] stays below): a request that can safely be sent twice keeps a
+/// copy of its head to go out again on a new connection. Under load connections are
+/// reused within milliseconds and no copy is made.
+const REPLAY_IDLE: Duration = Duration::from_secs(1);
 /// How often expired idle connections are closed when no request comes along.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// TCP keepalive on upstream connections (a dead peer is noticed while idle).
@@ -121,14 +130,19 @@ impl Pool {
         to: &Authority,
         mut req: Request<Body>,
     ) -> Result<Response<UpstreamBody>, Error> {
+        let mut pooled = true;
         loop {
-            let (mut tx, reused) = match self.checkout(to) {
-                Some(tx) => (tx, true),
+            let (mut tx, idle_for) = match pooled.then(|| self.checkout(to)).flatten() {
+                Some((tx, idle_for)) => (tx, Some(idle_for)),
                 // Boxed: the connect future (name lookup, TCP, handshake) is large
                 // and would otherwise be part of every request's state, also when
                 // a pooled connection is used.
-                None => (Box::pin(self.connect(to)).await?, false),
+                None => (Box::pin(self.connect(to)).await?, None),
             };
+            let replay = idle_for
+                .is_some_and(|d| d >= REPLAY_IDLE)
+                .then(|| replayable(&req))
+                .flatten();
             match tx.try_send_request(req).await {
                 Ok(res) => {
                     let (parts, body) = res.into_parts();
@@ -146,28 +160,35 @@ impl Pool {
                     }
                     return Ok(Response::from_parts(parts, body));
                 }
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), replay) {
                     // Not sent: the pooled connection had been closed meanwhile.
-                    Some(unsent) if reused => req = unsent,
+                    (Some(unsent), _) if idle_for.is_some() => req = unsent,
+                    (None, Some(again)) if connection_lost(e.error()) => {
+                        tracing::debug!(target: "webui::proxy", upstream = %to, error = %e.error(), "connection idle for a while was closed under the request; sending it again on a new one");
+                        req = again;
+                        pooled = false;
+                    }
                     _ => return Err(Error::Http(e.into_error())),
                 },
             }
         }
     }
 
-    /// The most recently used idle connection to `to` that can take a request now.
-    fn checkout(&self, to: &Authority) -> Option<http1::SendRequest<Body>> {
+    /// The most recently used idle connection to `to` that can take a request now, and
+    /// how long it had been idle.
+    fn checkout(&self, to: &Authority) -> Option<(http1::SendRequest<Body>, Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = &mut idle.iter_mut().find(|(a, _)| a == to)?.1;
         let now = Instant::now();
         while let Some(c) = list.pop() {
-            if now.duration_since(c.since) >= IDLE_TIMEOUT {
+            let idle_for = now.duration_since(c.since);
+            if idle_for >= IDLE_TIMEOUT {
                 // Everything before it is older still.
                 list.clear();
                 return None;
             }
             if c.tx.is_ready() {
-                return Some(c.tx);
+                return Some((c.tx, idle_for));
             }
             // Closed (or, which does not happen once a response was read to its
             // end, still busy): dropped.
@@ -257,6 +278,33 @@ impl Pool {
         });
         Ok(tx)
     }
+}
+
+/// A copy of `req` to send again if its connection is lost under it: only for a
+/// bodiless GET, HEAD or OPTIONS, which the upstream may see twice without harm.
+fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
+    let safe = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !safe || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut again = Request::new(super::empty_body());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    Some(again)
+}
+
+/// The connection closed or broke before the response head: the request may or may
+/// not have reached the upstream. Not an upstream that answered nonsense.
+fn connection_lost(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    e.is_incomplete_message()
+        || e.is_closed()
+        || e.source().is_some_and(|s| s.is::<std::io::Error>())
 }
 
 /// A TCP connection to the first of `to`'s addresses that accepts one.
