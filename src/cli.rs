@@ -238,7 +238,10 @@ pub enum Command {
         webui backup --output /srv/backups/\n\n\
         Default file: <state-dir>/backups/webui-backup-<project>-<UTC time>.tar.gz (0600).\n\
         The SQLite database is copied consistently: with SQLite's online backup inside the\n\
-        container when it has python3, else by pausing the container for the copy.")]
+        container when it has python3, else by pausing the container for the copy.\n\
+        On Postgres (after `migrate-db`, or with `up --replicas N`) the database is dumped\n\
+        beside the archive (webui-db-<project>-<UTC time>.dump, pg_dump custom format);\n\
+        `webui restore` puts back the archive only, and prints the `pg_restore` command.")]
     Backup(BackupCmd),
 
     /// Put a backup back: data volume, secret key, config, certificates

@@ -347,6 +347,66 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
         assert_eq!(inspect(&replica(&p, k), "{{.Image}}"), v1);
     }
 
+    // On Postgres the volume holds files only: `webui backup` dumps the database beside
+    // the archive, and `webui restore` says that it leaves the database as it is.
+    let out_dir = state.path().join("my-backups");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let b = webui::run(
+        state.path(),
+        &[
+            "--project",
+            &p.name,
+            "backup",
+            "--output",
+            out_dir.to_str().unwrap(),
+        ],
+        RUN,
+    );
+    let all = both(&b);
+    assert_eq!(b.status.code(), Some(0), "{all}");
+    let dump = b
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("database (Postgres): "))
+        .and_then(|l| l.split(' ').next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no `database (Postgres):` line: {all}"));
+    assert_eq!(
+        dump.parent(),
+        Some(out_dir.as_path()),
+        "beside the archive: {all}"
+    );
+    assert!(
+        std::fs::read(&dump).unwrap().starts_with(b"PGDMP"),
+        "a pg_dump custom-format file"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let archive = b
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("backup written: "))
+        .unwrap_or_else(|| panic!("no `backup written:` line: {all}"))
+        .to_string();
+    let r = webui::run(
+        state.path(),
+        &["--project", &p.name, "restore", &archive],
+        RUN,
+    );
+    let all = both(&r);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "without --yes nothing is changed: {all}"
+    );
+    assert!(
+        all.contains("leaves as it is") && all.contains("pg_restore --clean"),
+        "restore says the database is not put back, and how to: {all}"
+    );
+
     let dbs_started = [p.n("postgres"), p.n("redis")].map(|c| inspect(&c, "{{.State.StartedAt}}"));
     let stop = Arc::new(AtomicBool::new(false));
     let client = steady_client(&w, state.path(), stop.clone());
@@ -385,7 +445,6 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
         .unwrap_or_else(|| panic!("no `database backup:` line: {all}"));
     let bytes = std::fs::read(&dump).expect("the dump file");
     assert!(bytes.starts_with(b"PGDMP"), "a pg_dump custom-format file");
-    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
         0o600

@@ -1,6 +1,7 @@
 //! `webui backup [--output FILE]`: the project's data volume, secret key, config and
 //! certificates in one verified archive (format and consistency method in
-//! `docker::backup`).
+//! `docker::backup`); for a project on Postgres (`migrate-db`, `--replicas`) also a
+//! `pg_dump` of its database beside it, since the volume then holds files only.
 
 use std::path::Path;
 
@@ -40,7 +41,7 @@ pub async fn make(
     output: Option<&Path>,
     printer: &Printer,
 ) -> anyhow::Result<backup::Created> {
-    let made = backup::create(docker, project, files, output, printer).await?;
+    let mut made = backup::create(docker, project, files, output, printer).await?;
     let (n, bytes) = made.manifest.data_files();
     let how = match (made.manifest.method.as_str(), made.paused_for) {
         ("paused", Some(d)) => format!(
@@ -57,6 +58,24 @@ pub async fn make(
         backup::state_names(&made.manifest).len(),
         made.bytes
     ));
+    // On Postgres, Open WebUI's chats, users and settings are not in the volume: an
+    // archive without them would be a backup in name only.
+    if on_postgres(docker, project, &files.project).await {
+        let dir = made.path.parent().unwrap_or(Path::new("."));
+        let dump = super::rolling::dump_database(docker, project, dir)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "{} was written, but the Postgres database, which holds Open WebUI's data, could not be dumped",
+                    made.path.display()
+                ))
+            })?;
+        printer.line(format!(
+            "database (Postgres): {} (pg_dump custom format; `pg_restore --clean` puts it back)",
+            dump.display()
+        ));
+        made.database = Some(dump);
+    }
     let record = BackupRecord {
         at: made.manifest.created.clone(),
         file: made.path.display().to_string(),
@@ -66,6 +85,25 @@ pub async fn make(
         printer.warn(format!("cannot record the backup in history.json: {e:#}"));
     }
     Ok(made)
+}
+
+/// Whether Open WebUI's data is in the project's Postgres: `migrate-db` recorded it,
+/// or the Postgres container is there (`up --replicas N` made it).
+pub async fn on_postgres(
+    docker: &bollard::Docker,
+    project: &Project,
+    state: &ProjectState,
+) -> bool {
+    if state
+        .recorded_database()
+        .is_some_and(|d| d.engine == "postgres")
+    {
+        return true;
+    }
+    docker
+        .inspect_container(&project.prefixed("postgres"), None)
+        .await
+        .is_ok()
 }
 
 pub fn human_bytes(b: u64) -> String {

@@ -76,6 +76,17 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
         ));
     }
     printer.line(format!("  {name} is stopped meanwhile and started again"));
+    if super::backup::on_postgres(&docker, &project, &files.project).await {
+        let pg = project.prefixed("postgres");
+        printer.warn(format!(
+            "this project's data (chats, users, settings) is in Postgres ({pg}), which `webui restore` leaves as it is; \
+             to put the database back too, restore the dump `webui backup` wrote beside the archive: \
+             docker exec -i {pg} pg_restore --clean --if-exists -U {} -d {} < webui-db-{}-<time>.dump",
+            crate::docker::replicas::POSTGRES_USER,
+            crate::docker::replicas::POSTGRES_DB,
+            project.key()
+        ));
+    }
     if !cmd.yes {
         printer.line("nothing was changed; run again with --yes to restore");
         return Ok(1);

@@ -74,6 +74,9 @@ struct Report {
     update_available: bool,
     outcome: &'static str,
     backup: Option<String>,
+    /// The Postgres dump beside `backup`, for a single container on Postgres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_backup: Option<String>,
     /// With replicas (`up --replicas N`): what each went through.
     #[serde(skip_serializing_if = "Option::is_none")]
     replicas: Option<Vec<rolling::ReplicaReport>>,
@@ -184,6 +187,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             "up-to-date"
         },
         backup: None,
+        database_backup: None,
         replicas: None,
     };
     if !available || cmd.check {
@@ -282,6 +286,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             }
         };
         report.backup = Some(made.path.display().to_string());
+        report.database_backup = made.database.as_ref().map(|d| d.display().to_string());
         printer.line(format!("backup: {}", made.path.display()));
         dupdate::rename(&docker, &name, &aside).await?;
         let new_spec = dupdate::with_image(

@@ -170,6 +170,9 @@ pub struct Created {
     pub manifest: Manifest,
     /// How long Open WebUI was paused, when it was.
     pub paused_for: Option<Duration>,
+    /// The Postgres dump made beside the archive (`commands::backup::make`), for a
+    /// project whose data is in Postgres.
+    pub database: Option<PathBuf>,
 }
 
 /// Backs up `project` into `output` (a file, or a directory for the default name;
@@ -268,6 +271,7 @@ pub async fn create(
         bytes,
         manifest,
         paused_for,
+        database: None,
     })
 }
 
