@@ -325,6 +325,25 @@ fn started_at(p: &Cleanup) -> Vec<String> {
         .collect()
 }
 
+/// The database dump named on the line of `stdout` that starts with `prefix`: a
+/// pg_dump custom-format file, mode 0600.
+fn dump_named(stdout: &str, prefix: &str, all: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dump = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| l.split(' ').next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no `{prefix}` line: {all}"));
+    let bytes = std::fs::read(&dump).expect("the dump file");
+    assert!(bytes.starts_with(b"PGDMP"), "a pg_dump custom-format file");
+    assert_eq!(
+        std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    dump
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving() {
     let Some(im) = images() else { return };
@@ -364,26 +383,11 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
     );
     let all = both(&b);
     assert_eq!(b.status.code(), Some(0), "{all}");
-    let dump = b
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("database (Postgres): "))
-        .and_then(|l| l.split(' ').next())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no `database (Postgres):` line: {all}"));
+    let dump = dump_named(&b.stdout, "database (Postgres): ", &all);
     assert_eq!(
         dump.parent(),
         Some(out_dir.as_path()),
         "beside the archive: {all}"
-    );
-    assert!(
-        std::fs::read(&dump).unwrap().starts_with(b"PGDMP"),
-        "a pg_dump custom-format file"
-    );
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
-        0o600
     );
     let archive = b
         .stdout
@@ -436,19 +440,7 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
     assert_eq!(all.matches("back in rotation").count(), N as usize, "{all}");
     assert!(all.contains("updated all 3 replicas"), "{all}");
     // The shared database was dumped before the first replica left.
-    let dump = f
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("database backup: "))
-        .and_then(|l| l.split(' ').next())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no `database backup:` line: {all}"));
-    let bytes = std::fs::read(&dump).expect("the dump file");
-    assert!(bytes.starts_with(b"PGDMP"), "a pg_dump custom-format file");
-    assert_eq!(
-        std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    dump_named(&f.stdout, "database backup: ", &all);
     assert!(
         all.find("database backup: ") < all.find("replica 1/3"),
         "dumped before the first replica left: {all}"
