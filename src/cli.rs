@@ -247,10 +247,14 @@ pub enum Command {
     /// Put a backup back: data volume, secret key, config, certificates
     #[command(after_help = "Examples:\n  \
         webui restore webui-backup-default-20240501T120000Z.tar.gz\n  \
-        webui restore webui-backup-default-20240501T120000Z.tar.gz --yes\n\n\
+        webui restore webui-backup-default-20240501T120000Z.tar.gz --yes\n  \
+        webui restore webui-backup-default-20240501T120000Z.tar.gz --yes \\\n      \
+          --database webui-db-default-20240501T120001Z.dump   # a project on Postgres\n\n\
         Every file is checked against the manifest first; a damaged archive changes\n\
         nothing. Without --yes, prints what would be replaced and exits 1. Needs the\n\
-        project's open-webui container (`webui up` creates it).")]
+        project's open-webui container (`webui up` creates it). Replicas are stopped\n\
+        meanwhile too. On Postgres the archive holds files only: --database puts the\n\
+        database back as well (before the files; when it fails nothing is changed).")]
     Restore(RestoreCmd),
 
     /// Move Open WebUI's database from its SQLite file to the project's Postgres (for
@@ -756,6 +760,11 @@ pub struct RestoreCmd {
     /// Replace the current data without asking
     #[arg(long)]
     pub yes: bool,
+
+    /// On Postgres: also put this database dump back (the `.dump` file `webui backup`
+    /// wrote beside the archive), with `pg_restore --clean` in one transaction
+    #[arg(long, value_name = "DUMP")]
+    pub database: Option<PathBuf>,
 
     /// How long Open WebUI may take to become healthy afterwards [default: 30m]
     #[arg(long, env = "WEBUI_HEALTH_TIMEOUT", value_name = "DURATION")]

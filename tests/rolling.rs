@@ -366,51 +366,6 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
         assert_eq!(inspect(&replica(&p, k), "{{.Image}}"), v1);
     }
 
-    // On Postgres the volume holds files only: `webui backup` dumps the database beside
-    // the archive, and `webui restore` says that it leaves the database as it is.
-    let out_dir = state.path().join("my-backups");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let b = webui::run(
-        state.path(),
-        &[
-            "--project",
-            &p.name,
-            "backup",
-            "--output",
-            out_dir.to_str().unwrap(),
-        ],
-        RUN,
-    );
-    let all = both(&b);
-    assert_eq!(b.status.code(), Some(0), "{all}");
-    let dump = dump_named(&b.stdout, "database (Postgres): ", &all);
-    assert_eq!(
-        dump.parent(),
-        Some(out_dir.as_path()),
-        "beside the archive: {all}"
-    );
-    let archive = b
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("backup written: "))
-        .unwrap_or_else(|| panic!("no `backup written:` line: {all}"))
-        .to_string();
-    let r = webui::run(
-        state.path(),
-        &["--project", &p.name, "restore", &archive],
-        RUN,
-    );
-    let all = both(&r);
-    assert_eq!(
-        r.status.code(),
-        Some(1),
-        "without --yes nothing is changed: {all}"
-    );
-    assert!(
-        all.contains("leaves as it is") && all.contains("pg_restore --clean"),
-        "restore says the database is not put back, and how to: {all}"
-    );
-
     let dbs_started = [p.n("postgres"), p.n("redis")].map(|c| inspect(&c, "{{.State.StartedAt}}"));
     let stop = Arc::new(AtomicBool::new(false));
     let client = steady_client(&w, state.path(), stop.clone());
@@ -534,6 +489,97 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
         assert_eq!(inspect(&name, "{{.Image}}"), v2_id, "{name} after up");
     }
     sv::stop(w);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
+    let Some(im) = images() else { return };
+    let p = Cleanup::new("pg-restore");
+    let state = webui::state_dir();
+    let port = free_ports();
+    let _w = up(state.path(), &p, &im, port);
+    let pg = p.n("postgres");
+    let sql = |q: &str| {
+        let (ok, out) = docker(&[
+            "exec",
+            &pg,
+            "sh",
+            "-c",
+            r#"PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "$0""#,
+            q,
+        ]);
+        assert!(ok, "psql {q}: {out}");
+        out
+    };
+    sql("create table webui_test (v text); insert into webui_test values ('before')");
+
+    // On Postgres the volume holds files only: `webui backup` dumps the database beside
+    // the archive.
+    let out_dir = state.path().join("my-backups");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let b = webui::run(
+        state.path(),
+        &[
+            "--project",
+            &p.name,
+            "backup",
+            "--output",
+            out_dir.to_str().unwrap(),
+        ],
+        RUN,
+    );
+    let all = both(&b);
+    assert_eq!(b.status.code(), Some(0), "{all}");
+    let dump = dump_named(&b.stdout, "database (Postgres): ", &all);
+    assert_eq!(
+        dump.parent(),
+        Some(out_dir.as_path()),
+        "beside the archive: {all}"
+    );
+    let archive = b
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("backup written: "))
+        .unwrap_or_else(|| panic!("no `backup written:` line: {all}"))
+        .to_string();
+    sql("update webui_test set v = 'after'");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["--project", p.name.as_str(), "restore", archive.as_str()];
+        args.extend_from_slice(extra);
+        webui::run(state.path(), &args, RUN)
+    };
+
+    // Without --database, restore says the database stays as it is.
+    let r = restore(&[]);
+    let all = both(&r);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "without --yes nothing is changed: {all}"
+    );
+    assert!(all.contains("--database webui-db-"), "names the way: {all}");
+    // A file that is not a dump is refused before anything changes.
+    let r = restore(&["--yes", "--database", &archive]);
+    let all = both(&r);
+    assert_eq!(r.status.code(), Some(1), "{all}");
+    assert!(all.contains("not a pg_dump"), "{all}");
+    assert_eq!(sql("select v from webui_test"), "after");
+
+    let r = restore(&["--yes", "--database", dump.to_str().unwrap()]);
+    let all = both(&r);
+    assert_eq!(r.status.code(), Some(0), "{all}");
+    assert_eq!(
+        sql("select v from webui_test"),
+        "before",
+        "the database is as it was at the backup: {all}"
+    );
+    for k in 1..=N {
+        assert_eq!(
+            inspect(&replica(&p, k), "{{.State.Running}}"),
+            "true",
+            "replica {k} runs again: {all}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

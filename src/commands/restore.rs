@@ -1,6 +1,8 @@
-//! `webui restore FILE [--yes]`: verifies every checksum of a backup, then (with
-//! `--yes`) stops Open WebUI, replaces its data volume's content through the Docker
-//! API, writes the secret key, config and certificates back (0600), starts it again
+//! `webui restore FILE [--yes] [--database DUMP]`: verifies every checksum of a
+//! backup, then (with `--yes`) stops Open WebUI (replicas too), puts the Postgres
+//! dump back when given (`pg_restore --clean` in one transaction, first: when it
+//! fails nothing is changed), replaces the data volume's content through the Docker
+//! API, writes the secret key, config and certificates back (0600), starts them again
 //! (recreated when the restored secret differs from the one it ran with) and waits
 //! for health. Without `--yes` it prints what would be replaced and exits 1.
 
@@ -61,8 +63,45 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot inspect {name}"))),
     };
+    let on_postgres = super::backup::on_postgres(&docker, &project, &files.project).await;
+    let pg = project.prefixed("postgres");
+    if let Some(dump) = &cmd.database {
+        if !on_postgres {
+            return Err(UserError::new(format!(
+                "--database puts a Postgres dump back, but project `{}` is not on Postgres",
+                project.key()
+            ))
+            .hint("leave --database out: the archive holds the SQLite database")
+            .into());
+        }
+        let d = dump.clone();
+        if !tokio::task::spawn_blocking(move || super::rolling::is_pg_dump(&d)).await? {
+            return Err(UserError::new(format!(
+                "{} is not a pg_dump custom-format file (it does not start with PGDMP)",
+                dump.display()
+            ))
+            .hint(format!(
+                "give the webui-db-{}-<time>.dump file `webui backup` wrote beside the archive",
+                project.key()
+            ))
+            .into());
+        }
+    }
+    // Replicas share the volume and the database: they are stopped meanwhile too.
+    let others: Vec<String> = super::rolling::find(&docker, &project)
+        .await?
+        .into_iter()
+        .map(|f| f.name)
+        .filter(|n| *n != name)
+        .collect();
     let state_names = backup::state_names(&manifest);
     printer.line("restoring replaces:");
+    if let Some(dump) = &cmd.database {
+        printer.line(format!(
+            "  the Postgres database in {pg}, from {} (pg_restore --clean, in one transaction)",
+            dump.display()
+        ));
+    }
     printer.line(format!(
         "  the content of volume {} ({n} files, {}); files made since the backup are removed",
         names.open_webui_volume,
@@ -75,15 +114,16 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
             state_names.join(", ")
         ));
     }
-    printer.line(format!("  {name} is stopped meanwhile and started again"));
-    if super::backup::on_postgres(&docker, &project, &files.project).await {
-        let pg = project.prefixed("postgres");
+    let stopped = std::iter::once(name.as_str())
+        .chain(others.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(", ");
+    printer.line(format!("  {stopped} stopped meanwhile and started again"));
+    if on_postgres && cmd.database.is_none() {
         printer.warn(format!(
-            "this project's data (chats, users, settings) is in Postgres ({pg}), which `webui restore` leaves as it is; \
-             to put the database back too, restore the dump `webui backup` wrote beside the archive: \
-             docker exec -i {pg} pg_restore --clean --if-exists -U {} -d {} < webui-db-{}-<time>.dump",
-            crate::docker::replicas::POSTGRES_USER,
-            crate::docker::replicas::POSTGRES_DB,
+            "this project's data (chats, users, settings) is in Postgres ({pg}), which is left as it is \
+             without --database; to put it back too, add `--database webui-db-{}-<time>.dump` \
+             (`webui backup` wrote it beside the archive; it goes in with `pg_restore --clean`)",
             project.key()
         ));
     }
@@ -91,10 +131,29 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
         printer.line("nothing was changed; run again with --yes to restore");
         return Ok(1);
     }
+    for o in &others {
+        dupdate::stop(&docker, o).await?;
+    }
+    if let Some(dump) = &cmd.database {
+        dupdate::stop(&docker, &name).await?;
+        if let Err(e) = super::rolling::restore_database(&docker, &project, dump).await {
+            for n in std::iter::once(&name).chain(&others) {
+                let _ = dupdate::start(&docker, n).await;
+            }
+            return Err(e.context("nothing was restored; Open WebUI was started again"));
+        }
+        printer.line(format!(
+            "restored the Postgres database from {}",
+            dump.display()
+        ));
+    }
     restore(&docker, &name, &cmd.file, &files, &printer).await?;
     let current_env = c.config.and_then(|c| c.env).unwrap_or_default();
     recreate_if_secret_changed(&docker, &name, &cmd.file, &current_env, &printer).await?;
     dupdate::start(&docker, &name).await?;
+    for o in &others {
+        dupdate::start(&docker, o).await?;
+    }
     let upstream = docker
         .inspect_container(&name, None)
         .await

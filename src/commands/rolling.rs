@@ -841,6 +841,144 @@ impl Roll<'_> {
     }
 }
 
+/// The project's running Postgres container and the credentials from its environment.
+struct Postgres {
+    name: String,
+    user: String,
+    db: String,
+    password: String,
+}
+
+impl Postgres {
+    async fn running(docker: &Docker, project: &Project) -> anyhow::Result<Postgres> {
+        let name = project.prefixed("postgres");
+        let c = docker.inspect_container(&name, None).await.map_err(|e| {
+            anyhow::Error::new(e).context(format!("cannot inspect the database container {name}"))
+        })?;
+        if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+            return Err(
+                UserError::new(format!("the database container {name} is not running"))
+                    .hint(format!("start it with `webui{} up`", project.flag()))
+                    .into(),
+            );
+        }
+        let env = c.config.and_then(|c| c.env).unwrap_or_default();
+        let var = |k: &str| {
+            env.iter()
+                .find_map(|e| e.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        let user = var("POSTGRES_USER").unwrap_or_else(|| "postgres".into());
+        let db = var("POSTGRES_DB").unwrap_or_else(|| user.clone());
+        let password = var("POSTGRES_PASSWORD").unwrap_or_default();
+        Ok(Postgres {
+            name,
+            user,
+            db,
+            password,
+        })
+    }
+}
+
+/// True when `path` starts like a `pg_dump -Fc` file.
+pub fn is_pg_dump(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 5];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"PGDMP"
+}
+
+/// Puts a [`dump_database`] file back into the project's Postgres: `pg_restore --clean
+/// --if-exists --single-transaction`, the file streamed to it through `docker exec`.
+/// In one transaction: when it fails, the database is as it was.
+pub async fn restore_database(
+    docker: &Docker,
+    project: &Project,
+    dump: &Path,
+) -> anyhow::Result<()> {
+    use bollard::container::LogOutput;
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    let Postgres {
+        name,
+        user,
+        db,
+        password,
+    } = Postgres::running(docker, project).await?;
+    let mut file = tokio::fs::File::open(dump)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot open {}", dump.display())))?;
+    let exec = docker
+        .create_exec(
+            &name,
+            CreateExecOptions {
+                cmd: Some(
+                    [
+                        "pg_restore",
+                        "--clean",
+                        "--if-exists",
+                        "--single-transaction",
+                        "--no-owner",
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        &user,
+                        "-d",
+                        &db,
+                    ]
+                    .map(str::to_string)
+                    .to_vec(),
+                ),
+                env: Some(vec![format!("PGPASSWORD={password}")]),
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot run pg_restore in {name}")))?;
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = docker.start_exec(&exec.id, None).await?
+    else {
+        anyhow::bail!("pg_restore in {name} did not attach");
+    };
+    // Written and read at once: pg_restore may report while it reads.
+    let send = async {
+        tokio::io::copy(&mut file, &mut input).await?;
+        input.shutdown().await
+    };
+    let read = async {
+        let mut said = String::new();
+        while let Some(item) = output.next().await {
+            if let LogOutput::StdErr { message } | LogOutput::StdOut { message } = item? {
+                said.push_str(&String::from_utf8_lossy(&message));
+            }
+        }
+        Ok::<String, anyhow::Error>(said)
+    };
+    let (sent, said) = tokio::join!(send, read);
+    let said = said?;
+    let code = docker.inspect_exec(&exec.id).await?.exit_code;
+    if code != Some(0) {
+        anyhow::bail!(
+            "pg_restore in {name} failed (exit code {}); the database is as it was: {}",
+            code.map_or("unknown".into(), |c| c.to_string()),
+            said.trim()
+        );
+    }
+    sent.map_err(|e| {
+        anyhow::Error::new(e).context(format!("cannot send {} to pg_restore", dump.display()))
+    })?;
+    Ok(())
+}
+
 /// `pg_dump -Fc` of the project's Postgres (`<prefix>postgres`, the credentials from
 /// its own environment) into `<dir>/webui-db-<project>-<UTC time>.dump` (0600 from the
 /// first byte), streamed; checked for pg_dump's exit code and the format's magic.
@@ -854,26 +992,12 @@ pub async fn dump_database(
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
 
-    let name = project.prefixed("postgres");
-    let c = docker.inspect_container(&name, None).await.map_err(|e| {
-        anyhow::Error::new(e).context(format!("cannot inspect the database container {name}"))
-    })?;
-    if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-        return Err(
-            UserError::new(format!("the database container {name} is not running"))
-                .hint(format!("start it with `webui{} up`", project.flag()))
-                .into(),
-        );
-    }
-    let env = c.config.and_then(|c| c.env).unwrap_or_default();
-    let var = |k: &str| {
-        env.iter()
-            .find_map(|e| e.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-            .map(str::to_string)
-    };
-    let user = var("POSTGRES_USER").unwrap_or_else(|| "postgres".into());
-    let db = var("POSTGRES_DB").unwrap_or_else(|| user.clone());
-    let password = var("POSTGRES_PASSWORD").unwrap_or_default();
+    let Postgres {
+        name,
+        user,
+        db,
+        password,
+    } = Postgres::running(docker, project).await?;
 
     crate::state::create_private_dir(dir)?;
     let stamp: String = now_rfc3339()
