@@ -241,7 +241,7 @@ pub enum Command {
         container when it has python3, else by pausing the container for the copy.\n\
         On Postgres (after `migrate-db`, or with `up --replicas N`) the database is dumped\n\
         beside the archive (webui-db-<project>-<UTC time>.dump, pg_dump custom format);\n\
-        `webui restore` puts back the archive only, and prints the `pg_restore` command.")]
+        `webui restore ARCHIVE --database DUMP` puts both back.")]
     Backup(BackupCmd),
 
     /// Put a backup back: data volume, secret key, config, certificates

@@ -402,6 +402,7 @@ async fn serve_https(stream: TcpStream, peer: SocketAddr, s: &Serving) {
     serve_conn(&s.builder, TokioIo::new(tls), svc, s.shutdown.clone()).await;
 }
 
+/// The service's result: the proxy answers every request, errors included.
 fn infallible(
     res: http::Response<super::Body>,
 ) -> Result<http::Response<super::Body>, std::convert::Infallible> {
