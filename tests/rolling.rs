@@ -491,6 +491,20 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
     sv::stop(w);
 }
 
+/// Runs `q` with psql in the Postgres container `pg`, as its own user; the output.
+fn psql(pg: &str, q: &str) -> String {
+    let (ok, out) = docker(&[
+        "exec",
+        pg,
+        "sh",
+        "-c",
+        r#"PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "$0""#,
+        q,
+    ]);
+    assert!(ok, "psql {q}: {out}");
+    out
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
     let Some(im) = images() else { return };
@@ -499,18 +513,7 @@ async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
     let port = free_ports();
     let _w = up(state.path(), &p, &im, port);
     let pg = p.n("postgres");
-    let sql = |q: &str| {
-        let (ok, out) = docker(&[
-            "exec",
-            &pg,
-            "sh",
-            "-c",
-            r#"PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "$0""#,
-            q,
-        ]);
-        assert!(ok, "psql {q}: {out}");
-        out
-    };
+    let sql = |q: &str| psql(&pg, q);
     sql("create table webui_test (v text); insert into webui_test values ('before')");
 
     // On Postgres the volume holds files only: `webui backup` dumps the database beside
@@ -580,6 +583,79 @@ async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
             "replica {k} runs again: {all}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_update_of_one_container_on_postgres_puts_the_database_back() {
+    let Some(im) = images() else { return };
+    let p = Cleanup::new("pg-upd");
+    let state = webui::state_dir();
+    // One container whose data is in Postgres, as after `webui migrate-db`.
+    let dir = state.path().join("projects").join(&p.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("database.json"), r#"{"engine":"postgres"}"#).unwrap();
+    let v1 = format!("{}:v1", im.repo);
+    let w = sv::up(
+        state.path(),
+        &p,
+        &v1,
+        sv::free_port(),
+        "127.0.0.1:0",
+        &["--postgres-image", &im.postgres],
+    );
+    sv::wait_ready(&w);
+    let pg = p.n("postgres");
+    psql(
+        &pg,
+        "create table webui_test (v text); insert into webui_test values ('before')",
+    );
+
+    // An update to a version that never gets healthy. While it waits for it, the
+    // database changes, as the new version's migrations would change it.
+    let broken = format!("{}:broken", im.repo);
+    let (st, pr, b) = (state.path().to_path_buf(), p.name.clone(), broken);
+    let f = tokio::task::spawn_blocking(move || {
+        webui::run(
+            &st,
+            &[
+                "--project",
+                &pr,
+                "update",
+                "--image",
+                &b,
+                "--health-timeout",
+                "10s",
+            ],
+            RUN,
+        )
+    });
+    // The new container is made after the backup and its database dump.
+    let name = p.n("open-webui");
+    let v1_id = image_id(&v1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, id) = docker(&["container", "inspect", "-f", "{{.Image}}", &name]);
+        if ok && id != v1_id {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new container never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    psql(&pg, "update webui_test set v = 'after'");
+    let f = f.await.unwrap();
+    let all = both(&f);
+    assert_eq!(f.status.code(), Some(1), "{all}");
+    assert!(all.contains("was rolled back"), "{all}");
+    assert_eq!(
+        psql(&pg, "select v from webui_test"),
+        "before",
+        "the database is as the old version left it: {all}"
+    );
+    assert!(all.contains("restored the Postgres database from"), "{all}");
+    assert_eq!(inspect(&name, "{{.Image}}"), v1_id, "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

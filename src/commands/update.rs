@@ -339,12 +339,16 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
                 printer.warn(format!("the new version did not come up: {why_text}"));
                 let log_file = save_logs(&docker, &name, &state).await;
                 printer.line(format!(
-                    "rolling back to {} and restoring the data from {}",
+                    "rolling back to {} and restoring the data from {}{}",
                     running.shown(),
-                    made.path.display()
+                    made.path.display(),
+                    made.database
+                        .as_ref()
+                        .map(|d| format!(" and {}", d.display()))
+                        .unwrap_or_default()
                 ));
                 let rolled = rollback(
-                    &docker, &name, &aside, &made.path, &files, &upstream, timeout, &printer,
+                    &docker, &project, &name, &aside, &made, &files, &upstream, timeout, &printer,
                 )
                 .await;
                 let (outcome, detail) = match &rolled {
@@ -435,9 +439,10 @@ fn record_success(
 #[allow(clippy::too_many_arguments)]
 async fn rollback(
     docker: &bollard::Docker,
+    project: &Project,
     name: &str,
     aside: &str,
-    archive: &std::path::Path,
+    made: &backup::Created,
     files: &backup::StateFiles,
     upstream: &str,
     timeout: Duration,
@@ -445,9 +450,18 @@ async fn rollback(
 ) -> anyhow::Result<()> {
     dupdate::stop(docker, name).await?;
     dupdate::remove(docker, name).await?;
-    let a = archive.to_path_buf();
+    let a = made.path.clone();
     tokio::task::spawn_blocking(move || backup::verify(&a)).await??;
-    super::restore::restore(docker, aside, archive, files, printer).await?;
+    if let Some(dump) = &made.database {
+        // The new version may have migrated the database already: back to the one
+        // the old version knew, before anything of the old version starts.
+        super::rolling::restore_database(docker, project, dump).await?;
+        printer.line(format!(
+            "restored the Postgres database from {}",
+            dump.display()
+        ));
+    }
+    super::restore::restore(docker, aside, &made.path, files, printer).await?;
     dupdate::rename(docker, aside, name).await?;
     dupdate::start(docker, name).await?;
     let mut tick = |_: Duration| {};
