@@ -659,6 +659,64 @@ async fn a_failed_update_of_one_container_on_postgres_puts_the_database_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_backup_restored_into_replicas_gives_every_replica_its_secret() {
+    let Some(im) = images() else { return };
+    // The backup: of one container of another project, with a secret of its own.
+    let from = Cleanup::new("sec-from");
+    let state = webui::state_dir();
+    let from_port = sv::free_port();
+    let wf = sv::up(
+        state.path(),
+        &from,
+        &format!("{}:v1", im.repo),
+        from_port,
+        "127.0.0.1:0",
+        &[],
+    );
+    sv::wait_ready(&wf);
+    let secret = text(from_port, "/env?name=WEBUI_SECRET_KEY").await;
+    assert!(secret.len() >= 16, "{secret}");
+    let b = webui::run(state.path(), &["--project", &from.name, "backup"], RUN);
+    let all = both(&b);
+    assert_eq!(b.status.code(), Some(0), "{all}");
+    let archive = b
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("backup written: "))
+        .unwrap_or_else(|| panic!("no `backup written:` line: {all}"))
+        .to_string();
+
+    // Restored into a project of three replicas: each signs sessions with the secret,
+    // so each must run with the restored one.
+    let p = Cleanup::new("sec-into");
+    let port = free_ports();
+    let _w = up(state.path(), &p, &im, port);
+    assert_ne!(text(port + 1, "/env?name=WEBUI_SECRET_KEY").await, secret);
+    let r = webui::run(
+        state.path(),
+        &["--project", &p.name, "restore", &archive, "--yes"],
+        RUN,
+    );
+    let all = both(&r);
+    assert_eq!(r.status.code(), Some(0), "{all}");
+    for k in 0..N as u16 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = text(port + k, "/env?name=WEBUI_SECRET_KEY").await;
+            if now == secret {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} runs with another secret ({now}): {all}",
+                k + 1
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replicas_keep_serving() {
     let Some(im) = images() else { return };
     let p = Cleanup::new("roll-bad");

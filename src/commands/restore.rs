@@ -150,6 +150,17 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
     restore(&docker, &name, &cmd.file, &files, &printer).await?;
     let current_env = c.config.and_then(|c| c.env).unwrap_or_default();
     recreate_if_secret_changed(&docker, &name, &cmd.file, &current_env, &printer).await?;
+    // Every replica signs sessions with the secret: all get the restored one.
+    for o in &others {
+        let env = docker
+            .inspect_container(o, None)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot inspect {o}")))?
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default();
+        recreate_if_secret_changed(&docker, o, &cmd.file, &env, &printer).await?;
+    }
     dupdate::start(&docker, &name).await?;
     for o in &others {
         dupdate::start(&docker, o).await?;
