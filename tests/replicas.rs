@@ -377,9 +377,19 @@ async fn three_replicas_share_postgres_redis_and_survive_a_killed_replica() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let out = w.output_text();
+    // The supervisor says so once its start call has returned, which can be a moment
+    // after the container shows as running.
     for svc in ["postgres", "redis"] {
-        assert!(out.contains(&format!("restarted {}", p.n(svc))), "{out}");
+        let line = format!("restarted {}", p.n(svc));
+        let t = Instant::now();
+        while !w.output_text().contains(&line) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no `{line}`:\n{}",
+                w.output_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     // A second `up` with the same settings keeps every container as it is.
