@@ -325,16 +325,21 @@ fn started_at(p: &Cleanup) -> Vec<String> {
         .collect()
 }
 
+/// The first word after `prefix` on the line of `stdout` that starts with it.
+fn line_after(stdout: &str, prefix: &str, all: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no `{prefix}` line: {all}"))
+        .to_string()
+}
+
 /// The database dump named on the line of `stdout` that starts with `prefix`: a
 /// pg_dump custom-format file, mode 0600.
 fn dump_named(stdout: &str, prefix: &str, all: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let dump = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|l| l.split(' ').next())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no `{prefix}` line: {all}"));
+    let dump = PathBuf::from(line_after(stdout, prefix, all));
     let bytes = std::fs::read(&dump).expect("the dump file");
     assert!(bytes.starts_with(b"PGDMP"), "a pg_dump custom-format file");
     assert_eq!(
@@ -539,12 +544,7 @@ async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
         Some(out_dir.as_path()),
         "beside the archive: {all}"
     );
-    let archive = b
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("backup written: "))
-        .unwrap_or_else(|| panic!("no `backup written:` line: {all}"))
-        .to_string();
+    let archive = line_after(&b.stdout, "backup written: ", &all);
     sql("update webui_test set v = 'after'");
     let restore = |extra: &[&str]| {
         let mut args = vec!["--project", p.name.as_str(), "restore", archive.as_str()];
@@ -679,12 +679,7 @@ async fn a_backup_restored_into_replicas_gives_every_replica_its_secret() {
     let b = webui::run(state.path(), &["--project", &from.name, "backup"], RUN);
     let all = both(&b);
     assert_eq!(b.status.code(), Some(0), "{all}");
-    let archive = b
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("backup written: "))
-        .unwrap_or_else(|| panic!("no `backup written:` line: {all}"))
-        .to_string();
+    let archive = line_after(&b.stdout, "backup written: ", &all);
 
     // Restored into a project of three replicas: each signs sessions with the secret,
     // so each must run with the restored one.

@@ -878,6 +878,40 @@ impl Postgres {
             password,
         })
     }
+
+    /// Starts `tool` (pg_dump, pg_restore) in the container against the database, with
+    /// `args` after the connection options, output attached, stdin too with `stdin`.
+    /// Returns the exec's id (for its exit code) and its attached streams.
+    async fn exec(
+        &self,
+        docker: &Docker,
+        tool: &str,
+        args: &[&str],
+        stdin: bool,
+    ) -> anyhow::Result<(String, bollard::exec::StartExecResults)> {
+        let name = &self.name;
+        let mut cmd = vec![tool, "-h", "127.0.0.1", "-U", &self.user, "-d", &self.db];
+        cmd.extend_from_slice(args);
+        let exec = docker
+            .create_exec(
+                name,
+                bollard::exec::CreateExecOptions {
+                    cmd: Some(cmd.into_iter().map(str::to_string).collect()),
+                    env: Some(vec![format!("PGPASSWORD={}", self.password)]),
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot run {tool} in {name}")))?;
+        let started = docker.start_exec(&exec.id, None).await?;
+        if let bollard::exec::StartExecResults::Detached = started {
+            anyhow::bail!("{tool} in {name} did not attach");
+        }
+        Ok((exec.id, started))
+    }
 }
 
 /// True when `path` starts like a `pg_dump -Fc` file.
@@ -899,53 +933,28 @@ pub async fn restore_database(
     dump: &Path,
 ) -> anyhow::Result<()> {
     use bollard::container::LogOutput;
-    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use bollard::exec::StartExecResults;
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
 
-    let Postgres {
-        name,
-        user,
-        db,
-        password,
-    } = Postgres::running(docker, project).await?;
+    let pg = Postgres::running(docker, project).await?;
+    let name = &pg.name;
     let mut file = tokio::fs::File::open(dump)
         .await
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot open {}", dump.display())))?;
-    let exec = docker
-        .create_exec(
-            &name,
-            CreateExecOptions {
-                cmd: Some(
-                    [
-                        "pg_restore",
-                        "--clean",
-                        "--if-exists",
-                        "--single-transaction",
-                        "--no-owner",
-                        "-h",
-                        "127.0.0.1",
-                        "-U",
-                        &user,
-                        "-d",
-                        &db,
-                    ]
-                    .map(str::to_string)
-                    .to_vec(),
-                ),
-                env: Some(vec![format!("PGPASSWORD={password}")]),
-                attach_stdin: Some(true),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| anyhow::Error::new(e).context(format!("cannot run pg_restore in {name}")))?;
-    let StartExecResults::Attached {
-        mut output,
-        mut input,
-    } = docker.start_exec(&exec.id, None).await?
+    let args = [
+        "--clean",
+        "--if-exists",
+        "--single-transaction",
+        "--no-owner",
+    ];
+    let (
+        id,
+        StartExecResults::Attached {
+            mut output,
+            mut input,
+        },
+    ) = pg.exec(docker, "pg_restore", &args, true).await?
     else {
         anyhow::bail!("pg_restore in {name} did not attach");
     };
@@ -965,7 +974,7 @@ pub async fn restore_database(
     };
     let (sent, said) = tokio::join!(send, read);
     let said = said?;
-    let code = docker.inspect_exec(&exec.id).await?.exit_code;
+    let code = docker.inspect_exec(&id).await?.exit_code;
     if code != Some(0) {
         anyhow::bail!(
             "pg_restore in {name} failed (exit code {}); the database is as it was: {}",
@@ -988,16 +997,12 @@ pub async fn dump_database(
     dir: &Path,
 ) -> anyhow::Result<PathBuf> {
     use bollard::container::LogOutput;
-    use bollard::exec::{CreateExecOptions, StartExecResults};
+    use bollard::exec::StartExecResults;
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
 
-    let Postgres {
-        name,
-        user,
-        db,
-        password,
-    } = Postgres::running(docker, project).await?;
+    let pg = Postgres::running(docker, project).await?;
+    let name = &pg.name;
 
     crate::state::create_private_dir(dir)?;
     let stamp: String = now_rfc3339()
@@ -1013,31 +1018,10 @@ pub async fn dump_database(
         .await
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot create {}", path.display())))?;
     let result = async {
-        let exec = docker
-            .create_exec(
-                &name,
-                CreateExecOptions {
-                    cmd: Some(vec![
-                        "pg_dump".to_string(),
-                        "-h".into(),
-                        "127.0.0.1".into(),
-                        "-U".into(),
-                        user,
-                        "-d".into(),
-                        db,
-                        "-Fc".into(),
-                    ]),
-                    env: Some(vec![format!("PGPASSWORD={password}")]),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow::Error::new(e).context(format!("cannot run pg_dump in {name}")))?;
+        let (id, started) = pg.exec(docker, "pg_dump", &["-Fc"], false).await?;
         let mut errors = String::new();
         let mut magic = Vec::new();
-        match docker.start_exec(&exec.id, None).await? {
+        match started {
             StartExecResults::Attached { mut output, .. } => {
                 while let Some(item) = output.next().await {
                     match item? {
@@ -1058,7 +1042,7 @@ pub async fn dump_database(
         }
         file.flush().await?;
         file.sync_all().await?;
-        let code = docker.inspect_exec(&exec.id).await?.exit_code;
+        let code = docker.inspect_exec(&id).await?.exit_code;
         if code != Some(0) {
             anyhow::bail!(
                 "pg_dump in {name} failed (exit code {}): {}",
