@@ -452,7 +452,8 @@ pub struct ProxyArgs {
     #[arg(long, env = "WEBUI_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
     pub handshake_timeout: Option<String>,
 
-    /// Time allowed for a client to send its request headers (slowloris guard) [default: 30s]
+    /// Time allowed for a client to send its request headers, the first request's
+    /// counted from the connection's start (slowloris guard) [default: 30s]
     #[arg(long, env = "WEBUI_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<String>,
 

@@ -144,11 +144,21 @@ async fn slowloris_connections_do_not_starve_real_clients() {
     let ca = webui::local_ca(state.path());
     let addr = p.https[0];
 
-    // 500 connections that never start TLS, then 1,000 that send half a request line
-    // and trickle a byte now and then (opened 50 at a time).
+    // 500 connections that never start TLS; 200 that finish the handshake and then
+    // say nothing; 1,000 that send half a request line (opened 50 at a time). Each is
+    // noted with when it was opened: the timeouts run from there.
     let mut idle = Vec::new();
     for _ in 0..500 {
-        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        idle.push((Instant::now(), s));
+    }
+    let mut silent = Vec::new();
+    while silent.len() < 200 {
+        let batch = futures_util::future::join_all(
+            (0..50).map(|_| async { (Instant::now(), tls_conn(&p, &ca).await) }),
+        )
+        .await;
+        silent.extend(batch);
     }
     let opened = Instant::now();
     let mut slow = Vec::new();
@@ -156,7 +166,9 @@ async fn slowloris_connections_do_not_starve_real_clients() {
         let batch = futures_util::future::join_all((0..50).map(|_| async {
             let mut s = tls_conn(&p, &ca).await;
             s.write_all(b"GET /health HT").await.unwrap();
-            s
+            // tokio-rustls may keep a write in its buffer; flush sends it.
+            s.flush().await.unwrap();
+            (Instant::now(), s)
         }))
         .await;
         slow.extend(batch);
@@ -166,6 +178,7 @@ async fn slowloris_connections_do_not_starve_real_clients() {
         opened < Duration::from_secs(8),
         "1,000 slow connections opened before the header timeout ({opened:?})"
     );
+    let last_opened = slow.iter().map(|(t, _)| *t).max().unwrap();
 
     // A real client is still answered promptly, over and over, on new connections.
     for _ in 0..20 {
@@ -175,36 +188,56 @@ async fn slowloris_connections_do_not_starve_real_clients() {
             "answered within 2 s under slowloris ({t:?})"
         );
     }
-    // Trickling a byte does not buy more time: the header timeout is for the whole head.
-    for s in slow.iter_mut() {
+    // Trickling a byte does not buy more time: the header timeout is for the whole
+    // head. The byte goes out 6 s after the last connection opened, so a timeout that
+    // restarted on it would keep every connection open past the deadline below.
+    tokio::time::sleep_until((last_opened + Duration::from_secs(6)).into()).await;
+    for (_, s) in slow.iter_mut() {
         let _ = s.write_all(b"T").await;
+        let _ = s.flush().await;
     }
 
-    // And the slow ones are cut off after the timeouts.
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let mut closed = 0;
-    for mut s in idle {
+    // And the slow ones are cut off after the 10 s timeouts, counted from when each
+    // was opened (3 s of slack for a loaded machine). All are watched at once, so a
+    // slow read of one does not eat into another's time.
+    let deadline = |t: Instant| tokio::time::Instant::from(t + Duration::from_secs(13));
+    let closed = futures_util::future::join_all(idle.into_iter().map(|(t, mut s)| async move {
         let mut b = [0u8; 1];
-        if let Ok(Ok(0)) | Ok(Err(_)) =
-            tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await
-        {
-            closed += 1;
-        }
-    }
+        matches!(
+            tokio::time::timeout_at(deadline(t), s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }))
+    .await;
+    let closed = closed.into_iter().filter(|c| *c).count();
     assert!(
         closed >= 490,
         "idle pre-TLS connections are closed by the handshake timeout ({closed}/500)"
     );
-    let mut closed = 0;
-    for mut s in slow {
+    let closed = futures_util::future::join_all(silent.into_iter().map(|(t, mut s)| async move {
         let mut b = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+        matches!(
+            tokio::time::timeout_at(deadline(t), s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }))
+    .await;
+    let closed = closed.into_iter().filter(|c| *c).count();
+    assert!(
+        closed >= 198,
+        "connections silent after the TLS handshake are closed by the header timeout ({closed}/200)"
+    );
+    let closed = futures_util::future::join_all(slow.into_iter().map(|(t, mut s)| async move {
+        let mut b = [0u8; 512];
+        match tokio::time::timeout_at(deadline(t), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
             // hyper may answer 408 before closing.
-            Ok(Ok(n)) if String::from_utf8_lossy(&b[..n]).contains("408") => closed += 1,
-            _ => {}
+            Ok(Ok(n)) => String::from_utf8_lossy(&b[..n]).contains("408"),
+            Err(_) => false,
         }
-    }
+    }))
+    .await;
+    let closed = closed.into_iter().filter(|c| *c).count();
     assert!(
         closed >= 990,
         "half-sent requests are cut off by the header timeout ({closed}/1000)"

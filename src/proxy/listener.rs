@@ -209,6 +209,7 @@ struct Serving {
     builder: auto::Builder<TokioExecutor>,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
+    header_timeout: Duration,
     shutdown: CancellationToken,
 }
 
@@ -237,6 +238,7 @@ pub(super) async fn serve(
             builder: server_builder(settings),
             acceptor: acceptor.clone(),
             handshake_timeout: settings.handshake_timeout,
+            header_timeout: settings.header_timeout,
             shutdown: shutdown.clone(),
         });
         let (worker, done) = start_worker(i, serving, settings.drain_timeout)?;
@@ -364,7 +366,7 @@ async fn serve_job(job: Job, s: Arc<Serving>) {
                 let shared = shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(plain::handle(&shared, req, peer)) }
             });
-            serve_conn(&s.builder, TokioIo::new(stream), svc, s.shutdown.clone()).await;
+            serve_conn(&s, TokioIo::new(stream), svc).await;
         }
     }
     drop(ticket);
@@ -399,7 +401,7 @@ async fn serve_https(stream: TcpStream, peer: SocketAddr, s: &Serving) {
         // an `async` block around it, which would hold the arguments a second time.
         Box::pin(forward::handle(shared, req, peer).map(infallible))
     });
-    serve_conn(&s.builder, TokioIo::new(tls), svc, s.shutdown.clone()).await;
+    serve_conn(s, TokioIo::new(tls), svc).await;
 }
 
 /// The service's result: the proxy answers every request, errors included.
@@ -471,12 +473,8 @@ async fn accept_loop(
 /// given to send it.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
-async fn serve_conn<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    svc: S,
-    shutdown: CancellationToken,
-) where
+async fn serve_conn<I, S>(s: &Serving, io: I, svc: S)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
@@ -496,27 +494,44 @@ async fn serve_conn<I, S>(
             hyper::service::Service::call(&svc, req)
         })
     };
-    let conn = builder.serve_connection_with_upgrades(io, svc);
+    let conn = s.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(target: "webui::proxy", error = %e, "connection ended with an error");
+    // The first request's head must be in within the header timeout of the
+    // connection's start, as nginx's `client_header_timeout` counts it. hyper's own
+    // header timeout starts only with the first byte, and nothing bounds the wait for
+    // it: a client that finished the TLS handshake and then kept silent would hold
+    // its connection (and a descriptor) for good.
+    let first = tokio::time::sleep(s.header_timeout);
+    tokio::pin!(first);
+    let mut waiting = true;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(target: "webui::proxy", error = %e, "connection ended with an error");
+                }
+                return;
             }
-        }
-        _ = shutdown.cancelled() => {
-            // A connection accepted just before the shutdown has a client sending the
-            // request it came for; closing it as idle would fail that request (with
-            // socket activation the next process takes over only what was not accepted
-            // yet). Let its first request arrive, briefly, then finish what is in
-            // flight (open streams included) and accept nothing new.
-            tokio::select! {
-                _ = asked.notified() => {}
-                _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
-                _ = conn.as_mut() => return,
+            _ = asked.notified(), if waiting => waiting = false,
+            _ = first.as_mut(), if waiting => {
+                tracing::debug!(target: "webui::proxy", "no request within the header timeout; closing");
+                return;
             }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            _ = s.shutdown.cancelled() => break,
         }
     }
+    // Shutting down. A connection accepted just before has a client sending the
+    // request it came for; closing it as idle would fail that request (with socket
+    // activation the next process takes over only what was not accepted yet). Let its
+    // first request arrive, briefly, then finish what is in flight (open streams
+    // included) and accept nothing new.
+    if waiting {
+        tokio::select! {
+            _ = asked.notified() => {}
+            _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+            _ = conn.as_mut() => return,
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
