@@ -517,6 +517,7 @@ async fn a_low_open_file_limit_does_not_cap_clients() {
             let mut c = tls_conn(&p, &ca).await;
             c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
                 .await?;
+            c.flush().await?;
             let mut buf = [0u8; 12];
             c.read_exact(&mut buf).await?;
             std::io::Result::Ok((c, buf))

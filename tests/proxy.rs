@@ -469,6 +469,7 @@ async fn a_client_connected_just_before_sigterm_still_gets_its_answer() {
     conn.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
+    conn.flush().await.unwrap();
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = conn.read(&mut buf).await {

@@ -297,6 +297,8 @@ pub async fn tls_exchange(addr: SocketAddr, ca: &Path, bytes: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tls_connect(addr, ca, b"http/1.1").await;
     s.write_all(bytes).await.expect("write");
+    // tokio-rustls may keep a write in its buffer until flushed.
+    s.flush().await.expect("flush");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
