@@ -240,8 +240,8 @@ pub enum Command {
         The SQLite database is copied consistently: with SQLite's online backup inside the\n\
         container when it has python3, else by pausing the container for the copy.\n\
         On Postgres (after `migrate-db`, or with `up --replicas N`) the database is dumped\n\
-        beside the archive (webui-db-<project>-<UTC time>.dump, pg_dump custom format);\n\
-        `webui restore ARCHIVE --database DUMP` puts both back.")]
+        into the archive too (postgres.dump, pg_dump custom format); `webui restore`\n\
+        puts it back with the files.")]
     Backup(BackupCmd),
 
     /// Put a backup back: data volume, secret key, config, certificates
@@ -249,12 +249,13 @@ pub enum Command {
         webui restore webui-backup-default-20240501T120000Z.tar.gz\n  \
         webui restore webui-backup-default-20240501T120000Z.tar.gz --yes\n  \
         webui restore webui-backup-default-20240501T120000Z.tar.gz --yes \\\n      \
-          --database webui-db-default-20240501T120001Z.dump   # a project on Postgres\n\n\
+          --database webui-db-default-20240501T120001Z.dump   # a dump made apart\n\n\
         Every file is checked against the manifest first; a damaged archive changes\n\
         nothing. Without --yes, prints what would be replaced and exits 1. Needs the\n\
         project's open-webui container (`webui up` creates it). Replicas are stopped\n\
-        meanwhile too. On Postgres the archive holds files only: --database puts the\n\
-        database back as well (before the files; when it fails nothing is changed).")]
+        meanwhile too. An archive of a project on Postgres holds its database: it is put\n\
+        back first, in one transaction (when that fails nothing is changed). --database\n\
+        puts back a dump made apart instead (e.g. by an older webui, beside the archive).")]
     Restore(RestoreCmd),
 
     /// Move Open WebUI's database from its SQLite file to the project's Postgres (for
@@ -762,8 +763,9 @@ pub struct RestoreCmd {
     #[arg(long)]
     pub yes: bool,
 
-    /// On Postgres: also put this database dump back (the `.dump` file `webui backup`
-    /// wrote beside the archive), with `pg_restore --clean` in one transaction
+    /// On Postgres: put this database dump back (a `pg_dump -Fc` file made apart from
+    /// the archive), instead of the one the archive holds, with `pg_restore --clean` in
+    /// one transaction
     #[arg(long, value_name = "DUMP")]
     pub database: Option<PathBuf>,
 

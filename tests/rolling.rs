@@ -511,7 +511,7 @@ fn psql(pg: &str, q: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
+async fn on_postgres_the_backup_holds_the_database_and_restore_puts_it_back() {
     let Some(im) = images() else { return };
     let p = Cleanup::new("pg-restore");
     let state = webui::state_dir();
@@ -521,8 +521,8 @@ async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
     let sql = |q: &str| psql(&pg, q);
     sql("create table webui_test (v text); insert into webui_test values ('before')");
 
-    // On Postgres the volume holds files only: `webui backup` dumps the database beside
-    // the archive.
+    // On Postgres the volume holds files only: `webui backup` dumps the database into
+    // the archive, so that the one file holds everything.
     let out_dir = state.path().join("my-backups");
     std::fs::create_dir_all(&out_dir).unwrap();
     let b = webui::run(
@@ -538,21 +538,47 @@ async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
     );
     let all = both(&b);
     assert_eq!(b.status.code(), Some(0), "{all}");
-    let dump = dump_named(&b.stdout, "database (Postgres): ", &all);
-    assert_eq!(
-        dump.parent(),
-        Some(out_dir.as_path()),
-        "beside the archive: {all}"
+    assert!(
+        all.contains("database (Postgres): in the archive as postgres.dump"),
+        "{all}"
     );
     let archive = line_after(&b.stdout, "backup written: ", &all);
+    let dumps = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains(".dump"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(dumps(&out_dir), 0, "no dump left beside the archive: {all}");
+    assert_eq!(
+        dumps(&state.path().join("backups")),
+        0,
+        "no temporary dump left: {all}"
+    );
+    // The dump in it is a pg_dump custom-format file (taken out here to be given
+    // with --database below, as a dump made apart would be).
+    let apart = state.path().join("apart");
+    std::fs::create_dir_all(&apart).unwrap();
+    let x = std::process::Command::new("tar")
+        .args(["-xzf", &archive, "-C"])
+        .arg(&apart)
+        .arg("postgres.dump")
+        .status()
+        .unwrap();
+    assert!(x.success(), "the archive holds postgres.dump: {all}");
+    let dump = apart.join("postgres.dump");
+    assert!(std::fs::read(&dump).unwrap().starts_with(b"PGDMP"));
+
     sql("update webui_test set v = 'after'");
     let restore = |extra: &[&str]| {
         let mut args = vec!["--project", p.name.as_str(), "restore", archive.as_str()];
         args.extend_from_slice(extra);
         webui::run(state.path(), &args, RUN)
     };
-
-    // Without --database, restore says the database stays as it is.
+    // Without --yes, restore says what it would replace, the database included.
     let r = restore(&[]);
     let all = both(&r);
     assert_eq!(
@@ -560,14 +586,19 @@ async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
         Some(1),
         "without --yes nothing is changed: {all}"
     );
-    assert!(all.contains("--database webui-db-"), "names the way: {all}");
-    // A file that is not a dump is refused before anything changes.
+    assert!(
+        all.contains("the Postgres database in") && all.contains("from the backup's postgres.dump"),
+        "names the database: {all}"
+    );
+    assert_eq!(sql("select v from webui_test"), "after");
+    // A --database file that is not a dump is refused before anything changes.
     let r = restore(&["--yes", "--database", &archive]);
     let all = both(&r);
     assert_eq!(r.status.code(), Some(1), "{all}");
     assert!(all.contains("not a pg_dump"), "{all}");
     assert_eq!(sql("select v from webui_test"), "after");
 
+    // A dump made apart, given with --database.
     let r = restore(&["--yes", "--database", dump.to_str().unwrap()]);
     let all = both(&r);
     assert_eq!(r.status.code(), Some(0), "{all}");
@@ -575,6 +606,22 @@ async fn on_postgres_backup_dumps_the_database_and_restore_puts_it_back() {
         sql("select v from webui_test"),
         "before",
         "the database is as it was at the backup: {all}"
+    );
+
+    // The archive alone puts the database back too.
+    sql("update webui_test set v = 'after again'");
+    let r = restore(&["--yes"]);
+    let all = both(&r);
+    assert_eq!(r.status.code(), Some(0), "{all}");
+    assert_eq!(
+        sql("select v from webui_test"),
+        "before",
+        "the archive's database is put back: {all}"
+    );
+    assert_eq!(
+        dumps(&state.path().join("backups")),
+        0,
+        "the temporary copy of the dump is removed: {all}"
     );
     for k in 1..=N {
         assert_eq!(
@@ -709,6 +756,30 @@ async fn a_backup_restored_into_replicas_gives_every_replica_its_secret() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    // The other way round: a backup of the replicas holds their Postgres database,
+    // which a project on SQLite has no place for. Refused, nothing changed.
+    let b = webui::run(state.path(), &["--project", &p.name, "backup"], RUN);
+    let all = both(&b);
+    assert_eq!(b.status.code(), Some(0), "{all}");
+    let archive = line_after(&b.stdout, "backup written: ", &all);
+    let r = webui::run(
+        state.path(),
+        &["--project", &from.name, "restore", &archive, "--yes"],
+        RUN,
+    );
+    let all = both(&r);
+    assert_eq!(r.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("holds a Postgres database") && all.contains("migrate-db"),
+        "says why and what to do: {all}"
+    );
+    assert_eq!(
+        inspect(&from.n("open-webui"), "{{.State.Running}}"),
+        "true",
+        "{all}"
+    );
+    assert_eq!(text(from_port, "/env?name=WEBUI_SECRET_KEY").await, secret);
 }
 
 #[tokio::test(flavor = "multi_thread")]

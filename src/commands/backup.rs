@@ -1,7 +1,7 @@
 //! `webui backup [--output FILE]`: the project's data volume, secret key, config and
 //! certificates in one verified archive (format and consistency method in
 //! `docker::backup`); for a project on Postgres (`migrate-db`, `--replicas`) also a
-//! `pg_dump` of its database beside it, since the volume then holds files only.
+//! `pg_dump` of its database in it, since the volume then holds files only.
 
 use std::path::Path;
 
@@ -41,7 +41,26 @@ pub async fn make(
     output: Option<&Path>,
     printer: &Printer,
 ) -> anyhow::Result<backup::Created> {
-    let mut made = backup::create(docker, project, files, output, printer).await?;
+    // On Postgres, Open WebUI's chats, users and settings are not in the volume: an
+    // archive without them would be a backup in name only. The dump goes into the
+    // archive, so that one file restores everything.
+    let dump = if on_postgres(docker, project, &files.project).await {
+        let dir = files.state_dir.join("backups");
+        let path = super::rolling::dump_database(docker, project, &dir)
+            .await
+            .map_err(|e| {
+                e.context(
+                    "the Postgres database, which holds Open WebUI's chats, users and settings, \
+                     could not be dumped, so no backup was written",
+                )
+            })?;
+        Some(backup::TempFile { path })
+    } else {
+        None
+    };
+    let database = dump.as_ref().map(|d| d.path.as_path());
+    let made = backup::create(docker, project, files, output, database, printer).await?;
+    drop(dump);
     let (n, bytes) = made.manifest.data_files();
     let how = match (made.manifest.method.as_str(), made.paused_for) {
         ("paused", Some(d)) => format!(
@@ -58,23 +77,13 @@ pub async fn make(
         backup::state_names(&made.manifest).len(),
         made.bytes
     ));
-    // On Postgres, Open WebUI's chats, users and settings are not in the volume: an
-    // archive without them would be a backup in name only.
-    if on_postgres(docker, project, &files.project).await {
-        let dir = made.path.parent().unwrap_or(Path::new("."));
-        let dump = super::rolling::dump_database(docker, project, dir)
-            .await
-            .map_err(|e| {
-                e.context(format!(
-                    "{} was written, but the Postgres database, which holds Open WebUI's data, could not be dumped",
-                    made.path.display()
-                ))
-            })?;
+    if let Some(sum) = made.manifest.files.get(backup::DATABASE) {
         printer.line(format!(
-            "database (Postgres): {} (pg_dump custom format; `pg_restore --clean` puts it back)",
-            dump.display()
+            "database (Postgres): in the archive as {} ({}, pg_dump custom format); \
+             `webui restore` puts it back",
+            backup::DATABASE,
+            human_bytes(sum.bytes)
         ));
-        made.database = Some(dump);
     }
     let record = BackupRecord {
         at: made.manifest.created.clone(),

@@ -1,7 +1,8 @@
 //! `webui restore FILE [--yes] [--database DUMP]`: verifies every checksum of a
 //! backup, then (with `--yes`) stops Open WebUI (replicas too), puts the Postgres
-//! dump back when given (`pg_restore --clean` in one transaction, first: when it
-//! fails nothing is changed), replaces the data volume's content through the Docker
+//! database back when the archive holds one (or from `--database`, for a dump made
+//! apart; `pg_restore --clean` in one transaction, first: when it fails nothing is
+//! changed), replaces the data volume's content through the Docker
 //! API, writes the secret key, config and certificates back (0600), starts them again
 //! (recreated when the restored secret differs from the one it ran with) and waits
 //! for health. Without `--yes` it prints what would be replaced and exits 1.
@@ -65,6 +66,20 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
     };
     let on_postgres = super::backup::on_postgres(&docker, &project, &files.project).await;
     let pg = project.prefixed("postgres");
+    let archived = backup::has_database(&manifest);
+    if archived && !on_postgres {
+        return Err(UserError::new(format!(
+            "{} holds a Postgres database (its project kept its data in Postgres), but project `{}` \
+             is not on Postgres; nothing was changed",
+            cmd.file.display(),
+            project.key()
+        ))
+        .hint(format!(
+            "move the project to Postgres first (`webui{0} migrate-db`, or `webui{0} up --replicas N`), then restore",
+            project.flag()
+        ))
+        .into());
+    }
     if let Some(dump) = &cmd.database {
         if !on_postgres {
             return Err(UserError::new(format!(
@@ -81,7 +96,8 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
                 dump.display()
             ))
             .hint(format!(
-                "give the webui-db-{}-<time>.dump file `webui backup` wrote beside the archive",
+                "give a pg_dump -Fc file (such as webui-db-{}-<time>.dump, which older webui \
+                 versions wrote beside the archive), or leave --database out to use the archive's",
                 project.key()
             ))
             .into());
@@ -101,6 +117,11 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
             "  the Postgres database in {pg}, from {} (pg_restore --clean, in one transaction)",
             dump.display()
         ));
+    } else if archived {
+        printer.line(format!(
+            "  the Postgres database in {pg}, from the backup's {} (pg_restore --clean, in one transaction)",
+            backup::DATABASE
+        ));
     }
     printer.line(format!(
         "  the content of volume {} ({n} files, {}); files made since the backup are removed",
@@ -119,11 +140,12 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
         .collect::<Vec<_>>()
         .join(", ");
     printer.line(format!("  {stopped} stopped meanwhile and started again"));
-    if on_postgres && cmd.database.is_none() {
+    if on_postgres && !archived && cmd.database.is_none() {
         printer.warn(format!(
-            "this project's data (chats, users, settings) is in Postgres ({pg}), which is left as it is \
-             without --database; to put it back too, add `--database webui-db-{}-<time>.dump` \
-             (`webui backup` wrote it beside the archive; it goes in with `pg_restore --clean`)",
+            "this project's data (chats, users, settings) is in Postgres ({pg}), and this backup \
+             holds no database (it was made without one, or by a webui that wrote the dump \
+             beside the archive): the database is left as it is; to put one back too, add \
+             `--database webui-db-{}-<time>.dump` (it goes in with `pg_restore --clean`)",
             project.key()
         ));
     }
@@ -134,9 +156,13 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
     for o in &others {
         dupdate::stop(&docker, o).await?;
     }
-    if let Some(dump) = &cmd.database {
+    if cmd.database.is_some() || archived {
         dupdate::stop(&docker, &name).await?;
-        if let Err(e) = super::rolling::restore_database(&docker, &project, dump).await {
+        let put_back = match &cmd.database {
+            Some(dump) => super::rolling::restore_database(&docker, &project, dump).await,
+            None => restore_archived_database(&docker, &project, &cmd.file, &files).await,
+        };
+        if let Err(e) = put_back {
             for n in std::iter::once(&name).chain(&others) {
                 let _ = dupdate::start(&docker, n).await;
             }
@@ -144,7 +170,7 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
         }
         printer.line(format!(
             "restored the Postgres database from {}",
-            dump.display()
+            cmd.database.as_ref().unwrap_or(&cmd.file).display()
         ));
     }
     restore(&docker, &name, &cmd.file, &files, &printer).await?;
@@ -182,6 +208,20 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
         printer.line(format!("restored {}; started {name}", cmd.file.display()));
     }
     Ok(0)
+}
+
+/// Puts the Postgres dump a verified `archive` holds back into the project's database
+/// (`pg_restore --clean`, one transaction), through a temporary copy (0600) in the
+/// state dir's `backups/`.
+pub async fn restore_archived_database(
+    docker: &bollard::Docker,
+    project: &Project,
+    archive: &std::path::Path,
+    files: &StateFiles,
+) -> anyhow::Result<()> {
+    let (a, dir) = (archive.to_path_buf(), files.state_dir.join("backups"));
+    let dump = tokio::task::spawn_blocking(move || backup::extract_database(&a, &dir)).await??;
+    super::rolling::restore_database(docker, project, &dump.path).await
 }
 
 /// `--health-timeout`, else the config file's, else 30 min.

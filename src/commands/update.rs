@@ -74,9 +74,9 @@ struct Report {
     update_available: bool,
     outcome: &'static str,
     backup: Option<String>,
-    /// The Postgres dump beside `backup`, for a single container on Postgres.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    database_backup: Option<String>,
+    /// Whether `backup` holds the Postgres database (a single container on Postgres).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    database_in_backup: bool,
     /// With replicas (`up --replicas N`): what each went through.
     #[serde(skip_serializing_if = "Option::is_none")]
     replicas: Option<Vec<rolling::ReplicaReport>>,
@@ -187,7 +187,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             "up-to-date"
         },
         backup: None,
-        database_backup: None,
+        database_in_backup: false,
         replicas: None,
     };
     if !available || cmd.check {
@@ -286,7 +286,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             }
         };
         report.backup = Some(made.path.display().to_string());
-        report.database_backup = made.database.as_ref().map(|d| d.display().to_string());
+        report.database_in_backup = made.database;
         printer.line(format!("backup: {}", made.path.display()));
         dupdate::rename(&docker, &name, &aside).await?;
         let new_spec = dupdate::with_image(
@@ -339,13 +339,14 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
                 printer.warn(format!("the new version did not come up: {why_text}"));
                 let log_file = save_logs(&docker, &name, &state).await;
                 printer.line(format!(
-                    "rolling back to {} and restoring the data from {}{}",
+                    "rolling back to {} and restoring the data{} from {}",
                     running.shown(),
+                    if made.database {
+                        " and the Postgres database"
+                    } else {
+                        ""
+                    },
                     made.path.display(),
-                    made.database
-                        .as_ref()
-                        .map(|d| format!(" and {}", d.display()))
-                        .unwrap_or_default()
                 ));
                 let rolled = rollback(
                     &docker, &project, &name, &aside, &made, &files, &upstream, timeout, &printer,
@@ -452,13 +453,13 @@ async fn rollback(
     dupdate::remove(docker, name).await?;
     let a = made.path.clone();
     tokio::task::spawn_blocking(move || backup::verify(&a)).await??;
-    if let Some(dump) = &made.database {
+    if made.database {
         // The new version may have migrated the database already: back to the one
         // the old version knew, before anything of the old version starts.
-        super::rolling::restore_database(docker, project, dump).await?;
+        super::restore::restore_archived_database(docker, project, &made.path, files).await?;
         printer.line(format!(
             "restored the Postgres database from {}",
-            dump.display()
+            made.path.display()
         ));
     }
     super::restore::restore(docker, aside, &made.path, files, printer).await?;

@@ -10,9 +10,15 @@
 //! secret_key        <project dir>/secret_key
 //! webui.toml        the config file, when there is one
 //! certs/... acme/... ca/...   certificates, the ACME account, the local CA
+//! postgres.dump     for a project whose data is in Postgres (`migrate-db`,
+//!                   `--replicas`): `pg_dump -Fc` of its database, made just before
+//!                   the volume is read (format 2)
 //! manifest.json     last: format, webui version, project, created, method, image,
 //!                   image id, digest, and {path: {sha256, bytes}} of every file
 //! ```
+//! Format 1 is an archive without `postgres.dump`; this webui reads both, and writes
+//! 2 only when the dump is in it, so that an older webui refuses such an archive
+//! instead of restoring it without its database.
 //! [`verify`] reads the whole archive before anything is changed: a truncated or
 //! tampered archive (a file missing, added, or not matching its checksum) is refused.
 //!
@@ -52,6 +58,10 @@ use crate::output::Printer;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const FORMAT: u32 = 1;
+/// The format of an archive holding [`DATABASE`].
+pub const FORMAT_WITH_DATABASE: u32 = 2;
+/// The Postgres dump's name in the archive.
+pub const DATABASE: &str = "postgres.dump";
 /// The database file inside the data volume.
 const DB: &str = "webui.db";
 /// Where the online backup API writes its copy, inside the volume.
@@ -170,18 +180,19 @@ pub struct Created {
     pub manifest: Manifest,
     /// How long Open WebUI was paused, when it was.
     pub paused_for: Option<Duration>,
-    /// The Postgres dump made beside the archive (`commands::backup::make`), for a
-    /// project whose data is in Postgres.
-    pub database: Option<PathBuf>,
+    /// Whether the archive holds the project's Postgres database ([`DATABASE`]).
+    pub database: bool,
 }
 
 /// Backs up `project` into `output` (a file, or a directory for the default name;
-/// `None`: `<state-dir>/backups/`).
+/// `None`: `<state-dir>/backups/`). With `database` (a `pg_dump -Fc` file), it goes
+/// in as [`DATABASE`].
 pub async fn create(
     docker: &Docker,
     project: &Project,
     files: &StateFiles,
     output: Option<&Path>,
+    database: Option<&Path>,
     printer: &Printer,
 ) -> anyhow::Result<Created> {
     let name = Names::new(project).open_webui;
@@ -210,7 +221,7 @@ pub async fn create(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "backup".into());
-    let spool = Spool::new(dir.join(format!(".{base}.volume.tmp")))?;
+    let spool = TempFile::new(dir.join(format!(".{base}.volume.tmp")))?;
 
     // Read the volume, consistently.
     let running = state.running.unwrap_or(false) && !state.paused.unwrap_or(false);
@@ -245,7 +256,11 @@ pub async fn create(
     };
 
     let mut manifest = Manifest {
-        format: FORMAT,
+        format: if database.is_some() {
+            FORMAT_WITH_DATABASE
+        } else {
+            FORMAT
+        },
         webui_version: env!("CARGO_PKG_VERSION").to_string(),
         project: project.key().to_string(),
         created,
@@ -255,7 +270,10 @@ pub async fn create(
         digest: labels.get(LABEL_DIGEST).cloned(),
         files: BTreeMap::new(),
     };
-    let state_files = files.present();
+    let mut state_files = files.present();
+    if let Some(dump) = database {
+        state_files.push((DATABASE.to_string(), dump.to_path_buf()));
+    }
     let spool_path = spool.path.clone();
     let out = path.clone();
     let online = method == "sqlite-online-backup";
@@ -271,7 +289,7 @@ pub async fn create(
         bytes,
         manifest,
         paused_for,
-        database: None,
+        database: database.is_some(),
     })
 }
 
@@ -309,19 +327,21 @@ fn output_path(
     Ok(path)
 }
 
-/// A temporary file (0600) removed on drop.
-struct Spool {
-    path: PathBuf,
+/// A temporary file (0600) removed on drop: the volume's tar on its way into an
+/// archive, a database dump on its way out of one.
+pub struct TempFile {
+    pub path: PathBuf,
 }
 
-impl Spool {
-    fn new(path: PathBuf) -> anyhow::Result<Self> {
+impl TempFile {
+    /// Creates (truncates) `path`, 0600.
+    pub fn new(path: PathBuf) -> anyhow::Result<Self> {
         private_file(&path)?;
         Ok(Self { path })
     }
 }
 
-impl Drop for Spool {
+impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
@@ -605,7 +625,7 @@ pub fn verify(path: &Path) -> anyhow::Result<Manifest> {
     let Some(manifest) = manifest else {
         return Err(corrupt(path, "it has no manifest.json (truncated?)"));
     };
-    if manifest.format != FORMAT {
+    if manifest.format != FORMAT && manifest.format != FORMAT_WITH_DATABASE {
         return Err(corrupt(
             path,
             format!("its format {} is not one this webui reads", manifest.format),
@@ -693,8 +713,8 @@ pub async fn restore_volume(
 ) -> anyhow::Result<()> {
     let dir = spool_dir.to_path_buf();
     let stamp = std::process::id();
-    let upload = Spool::new(dir.join(format!(".webui-restore-{stamp}.tar")))?;
-    let current = Spool::new(dir.join(format!(".webui-current-{stamp}.tar")))?;
+    let upload = TempFile::new(dir.join(format!(".webui-restore-{stamp}.tar")))?;
+    let current = TempFile::new(dir.join(format!(".webui-current-{stamp}.tar")))?;
     let (a, u) = (archive.to_path_buf(), upload.path.clone());
     let names = tokio::task::spawn_blocking(move || data_tar(&a, &u))
         .await
@@ -898,9 +918,35 @@ pub fn restore_state_files(archive: &Path, files: &StateFiles) -> anyhow::Result
 pub fn state_names(m: &Manifest) -> Vec<String> {
     m.files
         .keys()
-        .filter(|k| !k.starts_with("data/"))
+        .filter(|k| !k.starts_with("data/") && *k != DATABASE)
         .cloned()
         .collect()
+}
+
+/// Whether a verified archive holds a Postgres dump.
+pub fn has_database(m: &Manifest) -> bool {
+    m.files.contains_key(DATABASE)
+}
+
+/// Writes the [`DATABASE`] of a verified archive to a new file in `dir` (0600), removed
+/// when the result is dropped. Blocking.
+pub fn extract_database(archive: &Path, dir: &Path) -> anyhow::Result<TempFile> {
+    crate::state::create_private_dir(dir)?;
+    let out = TempFile::new(dir.join(format!(".restore-{}-{DATABASE}", std::process::id())))?;
+    let mut input = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(
+        File::open(archive).with_context(|| format!("cannot read {}", archive.display()))?,
+    )));
+    for entry in input.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.to_string_lossy() == DATABASE {
+            let mut file = private_file(&out.path)?;
+            io::copy(&mut entry, &mut file)
+                .and_then(|_| file.sync_all())
+                .with_context(|| format!("cannot write {}", out.path.display()))?;
+            return Ok(out);
+        }
+    }
+    anyhow::bail!("{} holds no {DATABASE}", archive.display())
 }
 
 /// The secret key a verified archive holds. Blocking.
@@ -1044,6 +1090,67 @@ mod tests {
                 .mode()
                 & 0o777,
             0o600
+        );
+    }
+
+    #[test]
+    fn a_postgres_dump_goes_in_and_comes_out_unchanged() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (vol, files) = sample(dir.path());
+        let dump = dir.path().join("db.dump");
+        fs::write(&dump, b"PGDMP and the rest").unwrap();
+        let mut present = files.present();
+        present.push((DATABASE.to_string(), dump.clone()));
+        let out = dir.path().join("b.tar.gz");
+        let m = Manifest {
+            format: FORMAT_WITH_DATABASE,
+            ..manifest()
+        };
+        let m = write_archive(&vol, &present, &out, m, false).unwrap();
+        let read = verify(&out).unwrap();
+        assert_eq!(read, m);
+        assert!(has_database(&read));
+        assert_eq!(
+            state_names(&read),
+            vec!["certs/a/fullchain.pem", "secret_key"],
+            "the dump is not a state file"
+        );
+        // Not written anywhere in the state dir by restore_state_files.
+        assert_eq!(restore_state_files(&out, &files).unwrap().len(), 2);
+
+        let backups = dir.path().join("state/backups");
+        let copy = extract_database(&out, &backups).unwrap();
+        assert_eq!(fs::read(&copy.path).unwrap(), b"PGDMP and the rest");
+        assert_eq!(
+            fs::metadata(&copy.path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let path = copy.path.clone();
+        drop(copy);
+        assert!(!path.exists(), "the temporary copy is removed");
+
+        // An archive without one: nothing to extract, and format 1.
+        let plain = dir.path().join("p.tar.gz");
+        write_archive(&vol, &files.present(), &plain, manifest(), false).unwrap();
+        assert!(!has_database(&verify(&plain).unwrap()));
+        assert!(extract_database(&plain, &backups).is_err());
+    }
+
+    #[test]
+    fn a_format_from_a_newer_webui_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vol, files) = sample(dir.path());
+        let out = dir.path().join("b.tar.gz");
+        let m = Manifest {
+            format: FORMAT_WITH_DATABASE + 1,
+            ..manifest()
+        };
+        write_archive(&vol, &files.present(), &out, m, false).unwrap();
+        let text = crate::error::render(&verify(&out).unwrap_err());
+        assert!(
+            text.contains("format 3 is not one this webui reads"),
+            "{text}"
         );
     }
 

@@ -30,7 +30,9 @@
 #      webui.db file in the volume is byte-for-byte what it was, both users log in with
 #      their passwords, the user list and each user's chat list (ids, titles) and each
 #      chat's messages are the same as before, archived/pinned flags included;
-#   4. a chat created after the migration lands in Postgres (psql count grows).
+#   4. a chat created after the migration lands in Postgres (psql count grows);
+#   5. `webui backup` on Postgres holds the database (postgres.dump, format 2), and
+#      `webui restore` of it brings the chats back as they were at the backup.
 set -euo pipefail
 
 export PATH="${HOME:-/root}/.cargo/bin:$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -338,6 +340,30 @@ log "same users ($(jq length <<<"$after_users")), same chats and messages for bo
 c4=$(new_chat "$admin" "Made on Postgres")
 [[ $(pg_count chat) == $((moved_chats + 1)) ]] || die "a chat made after the migration is not in Postgres"
 log "a new chat ($c4) lands in Postgres"
+
+# ------------------------------------------------------------------ 5. backup and restore on Postgres
+# The chats are in Postgres now: the backup must hold the database (a pg_dump in the
+# archive), and restoring it must bring back the chats as they were.
+webui backup --output "$WORK/pg-backup.tar.gz" >"$WORK/pg-backup.log" 2>&1 ||
+	die "webui backup on Postgres failed: $(cat "$WORK/pg-backup.log")"
+tar -xzOf "$WORK/pg-backup.tar.gz" manifest.json | jq -e '.format == 2 and (.files | has("postgres.dump"))' >/dev/null ||
+	die "the backup on Postgres holds no postgres.dump: $(cat "$WORK/pg-backup.log")"
+at_backup=$(snapshot "$admin")
+c5=$(new_chat "$admin" "Made after the Postgres backup")
+[[ $(snapshot "$admin") != "$at_backup" ]] || die "the chat made after the backup does not show"
+stop_up
+webui restore "$WORK/pg-backup.tar.gz" --yes >"$WORK/pg-restore.log" 2>&1 ||
+	die "webui restore on Postgres failed: $(cat "$WORK/pg-restore.log")"
+grep -q "restored the Postgres database from" "$WORK/pg-restore.log" ||
+	die "restore did not put the database back: $(cat "$WORK/pg-restore.log")"
+start_up up-restored "${UP_ARGS[@]}"
+admin=$(signin "$ADMIN_EMAIL" "$ADMIN_PASSWORD") || die "the admin cannot sign in after the restore"
+restored=$(snapshot "$admin")
+[[ $restored == "$at_backup" ]] || die "after the restore the admin's chats are not those of the backup:
+backup:   $at_backup
+restored: $restored"
+[[ $(pg_count chat) == $((moved_chats + 1)) ]] || die "Postgres has $(pg_count chat) chats after the restore, expected $((moved_chats + 1))"
+log "the backup holds the Postgres database; restored, the chats are those of the backup (chat $c5, made after it, is gone)"
 stop_up
 [[ $(db_sum) == "$sum_after_migrate" ]] || die "webui.db changed after the migration: it must stay the untouched fallback"
 log "webui.db in the volume is unchanged since the migration (the fallback)"
