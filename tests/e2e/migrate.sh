@@ -340,6 +340,10 @@ log "same users ($(jq length <<<"$after_users")), same chats and messages for bo
 c4=$(new_chat "$admin" "Made on Postgres")
 [[ $(pg_count chat) == $((moved_chats + 1)) ]] || die "a chat made after the migration is not in Postgres"
 log "a new chat ($c4) lands in Postgres"
+[[ $(db_sum) == "$sum_after_migrate" ]] || die "webui.db changed after the migration: it must stay the untouched fallback"
+log "webui.db in the volume is unchanged since the migration (the fallback)"
+# (Step 5's restore writes the backup's copy of it back: SQLite's online backup makes
+# a consistent copy, equal in content, not byte for byte.)
 
 # ------------------------------------------------------------------ 5. backup and restore on Postgres
 # The chats are in Postgres now: the backup must hold the database (a pg_dump in the
@@ -365,6 +369,4 @@ restored: $restored"
 [[ $(pg_count chat) == $((moved_chats + 1)) ]] || die "Postgres has $(pg_count chat) chats after the restore, expected $((moved_chats + 1))"
 log "the backup holds the Postgres database; restored, the chats are those of the backup (chat $c5, made after it, is gone)"
 stop_up
-[[ $(db_sum) == "$sum_after_migrate" ]] || die "webui.db changed after the migration: it must stay the untouched fallback"
-log "webui.db in the volume is unchanged since the migration (the fallback)"
 log "PASSED"
