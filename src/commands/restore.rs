@@ -191,22 +191,31 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
     for o in &others {
         dupdate::start(&docker, o).await?;
     }
-    let upstream = docker
-        .inspect_container(&name, None)
-        .await
-        .ok()
-        .and_then(|c| c.config?.labels?.get(LABEL_UPSTREAM).cloned());
-    if let Some(u) = upstream {
-        let mut ignore = |_: Duration| {};
-        let took = health::wait(&docker, &name, &u, timeout, &printer, &mut ignore).await?;
-        printer.line(format!(
-            "restored {}; {name} is healthy (after {})",
-            cmd.file.display(),
-            health::elapsed_text(took)
-        ));
-    } else {
-        printer.line(format!("restored {}; started {name}", cmd.file.display()));
+    // Every container must answer again, replicas included: a restore that leaves one
+    // of them failing is not done.
+    let mut healthy = Vec::new();
+    for n in std::iter::once(&name).chain(&others) {
+        let upstream = docker
+            .inspect_container(n, None)
+            .await
+            .ok()
+            .and_then(|c| c.config?.labels?.get(LABEL_UPSTREAM).cloned());
+        if let Some(u) = upstream {
+            let mut ignore = |_: Duration| {};
+            let took = health::wait(&docker, n, &u, timeout, &printer, &mut ignore).await?;
+            healthy.push(format!(
+                "{n} is healthy (after {})",
+                health::elapsed_text(took)
+            ));
+        } else {
+            healthy.push(format!("started {n}"));
+        }
     }
+    printer.line(format!(
+        "restored {}; {}",
+        cmd.file.display(),
+        healthy.join(", ")
+    ));
     Ok(0)
 }
 
