@@ -10,7 +10,8 @@ Environment knobs:
                   another (order rotated per round); the best of the rounds is kept
   DURATION=6      seconds per throughput measurement
   PROXIES=webui,nginx,caddy,haproxy   which proxies to run (direct is always run)
-  ONLY=ka,h2,...  only these measurements (ka h2 hs hsr sse ws up down mem)
+  ONLY=ka,h2,...  only these measurements (ka h2 hs hsr sse ws up down mem peak;
+                  peak runs the loads chosen here, ka and h2 when none is)
   WEBUI_BIN=...   the webui binary (default target/release/webui)
   WEBUI_ARGS=...  extra arguments for `webui proxy`
   BASE_BIN=...    a second webui binary (e.g. before a change), run as column "base"
@@ -521,8 +522,6 @@ def main():
             log(f"[{time.time() - t0:5.0f}s] {WS_IDLE} idle websockets: {n}")
             res[n].update(m_mem(urls[n].replace("http", "ws", 1), pids[n]))
             time.sleep(0.5)
-    sampler = Sampler(pids)
-    sampler.start()
     for key, what, fn, who in plan:
         if not want(key):
             continue
@@ -541,10 +540,27 @@ def main():
                     if old is None or (v > old if better.get(k, True) else v < old):
                         res[n][k] = v
             time.sleep(0.5)
-    sampler.stop = True
-    sampler.join()
-    for n in pids:
-        res[n]["rss_peak_mb"] = sampler.peak[n] / 1024
+    # Peak memory under load, in a pass of its own: each proxy again through the
+    # loads that hold the most memory, its PSS sampled meanwhile, the figures of these
+    # runs not kept. Reading smaps_rollup walks the process's page tables under its
+    # mmap lock, so sampling during the throughput runs above would slow the proxy
+    # being measured (a multi-threaded one most).
+    if want("peak"):
+        loads = [k for k in ("ka", "h2", "ws", "up", "down") if want(k)] or ["ka", "h2"]
+        run_of = {k: fn for k, _, fn, _ in plan}
+        for n in pids:
+            sampler = Sampler({n: pids[n]})
+            sampler.start()
+            for k in loads:
+                log(f"[{time.time() - t0:5.0f}s] peak memory under load ({k}): {n}")
+                try:
+                    run_of[k](n)
+                except Exception as e:  # noqa: BLE001 - one failed figure, not the run
+                    log(f"  ! {e}")
+            sampler.stop = True
+            sampler.join()
+            res[n]["rss_peak_mb"] = sampler.peak[n] / 1024
+            time.sleep(0.5)
     if "direct" in res and "sse_p50_abs" in res["direct"]:
         for n in pids:
             if "sse_p50_abs" in res[n]:
