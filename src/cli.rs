@@ -220,7 +220,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         webui update --check\n  \
         webui update\n  \
-        webui update --version v0.6.6 --health-timeout 1h\n\n\
+        webui update --version v0.6.6 --health-timeout 1h\n  \
+        webui update --keep-backups 10                # keep more of its backups\n\n\
         Without --version/--image the image the container was made from is pulled anew\n\
         (a newer build of its tag). `webui up` never switches images by itself: a moved\n\
         tag is ignored until `webui update`. --check exits 0 both when up to date and\n\
@@ -717,6 +718,12 @@ pub struct UpdateCmd {
     /// before it is rolled back [default: 30m]
     #[arg(long, env = "WEBUI_HEALTH_TIMEOUT", value_name = "DURATION")]
     pub health_timeout: Option<String>,
+
+    /// How many of the backups `webui update` made to keep: after a successful update
+    /// the older ones are removed (backups made with `webui backup` never are); a
+    /// number, or `all` [default: 3]
+    #[arg(long, env = "WEBUI_KEEP_BACKUPS", value_name = "N|all")]
+    pub keep_backups: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -416,3 +416,132 @@ async fn update_to_a_broken_image_rolls_back_with_identical_data() {
     let f = run(state.path(), &p, &["status"]);
     assert!(f.stdout.contains("rolled-back"), "{}", f.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn updates_keep_their_newest_backups_and_never_remove_a_manual_one() {
+    let Some(repo) = image_repo() else { return };
+    let p = project("keep");
+    let state = webui::state_dir();
+    let port = free_port();
+    let w = up(state.path(), &p, &format!("{repo}:v1"), port);
+    stop(w);
+    let backups = state.path().join("backups");
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&backups)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+
+    // Bad input changes nothing.
+    let f = run(
+        state.path(),
+        &p,
+        &[
+            "update",
+            "--image",
+            &format!("{repo}:v2"),
+            "--keep-backups",
+            "0",
+        ],
+    );
+    assert_eq!(code(&f), 1, "{}", both(&f));
+    assert!(
+        f.stderr.contains("1 or more") && f.stderr.contains("`all`"),
+        "{}",
+        both(&f)
+    );
+    assert!(names().is_empty(), "{:?}", names());
+    assert!(text(port, "/api/version").await.contains("v1"));
+
+    // A backup of the operator's own, in the same directory.
+    let f = run(state.path(), &p, &["backup"]);
+    assert_eq!(code(&f), 0, "{}", both(&f));
+    let manual = backup_path(&f);
+
+    // Three updates keeping two: the first update's backup goes, the manual one stays.
+    let mut made = Vec::new();
+    for (i, tag) in ["v2", "v1", "v2"].into_iter().enumerate() {
+        // Distinct file names: they carry the time to the second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let f = run(
+            state.path(),
+            &p,
+            &[
+                "update",
+                "--image",
+                &format!("{repo}:{tag}"),
+                "--keep-backups",
+                "2",
+                "--json",
+            ],
+        );
+        assert_eq!(code(&f), 0, "{}", both(&f));
+        let j: serde_json::Value = serde_json::from_str(&f.stdout).expect("json");
+        made.push(PathBuf::from(j["backup"].as_str().expect("a backup")));
+        let removed: Vec<&str> = j["removed_backups"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if i < 2 {
+            assert!(removed.is_empty(), "update {}: {j}", i + 1);
+        } else {
+            assert_eq!(removed, vec![made[0].to_str().unwrap()], "{j}");
+        }
+    }
+    assert!(!made[0].exists(), "the oldest update backup is removed");
+    assert!(
+        made[1].exists() && made[2].exists(),
+        "the newest two are kept"
+    );
+    assert!(
+        manual.exists(),
+        "a backup made with `webui backup` is never removed"
+    );
+    assert!(text(port, "/api/version").await.contains("v2"));
+
+    // `all` removes nothing.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let f = run(
+        state.path(),
+        &p,
+        &[
+            "update",
+            "--image",
+            &format!("{repo}:v1"),
+            "--keep-backups",
+            "all",
+        ],
+    );
+    assert_eq!(code(&f), 0, "{}", both(&f));
+    assert!(made[1].exists() && made[2].exists() && manual.exists());
+    assert_eq!(names().len(), 4, "{:?}", names());
+
+    // Keeping one: every older update backup goes, said so; the manual one stays.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let f = run(
+        state.path(),
+        &p,
+        &[
+            "update",
+            "--image",
+            &format!("{repo}:v2"),
+            "--keep-backups",
+            "1",
+        ],
+    );
+    assert_eq!(code(&f), 0, "{}", both(&f));
+    assert!(
+        f.stdout.contains("removed 3 older update backups"),
+        "{}",
+        both(&f)
+    );
+    let left = names();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(manual.exists(), "{left:?}");
+}

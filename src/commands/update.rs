@@ -12,8 +12,10 @@
 //!    environment, secret, ports, network, labels) with the new image, and wait for
 //!    `/health` (`--health-timeout`, default 30 min: migrations can be slow), then
 //!    for 10 s more it must neither exit, restart nor turn unhealthy.
-//! 4. Healthy: the old container is removed; `history.json` records the update and
-//!    the pin (so `webui up` keeps the new image).
+//! 4. Healthy: the old container is removed; `history.json` records the update, the
+//!    pin (so `webui up` keeps the new image) and the backup among the update
+//!    backups, of which the newest `--keep-backups` (default 3, or `all`) are kept
+//!    and older ones removed. Backups made with `webui backup` are never removed.
 //!    Not healthy in time, stopped, or crash-looping: its last log lines are printed
 //!    and saved to `<project dir>/update-failed-<time>.log`, it is removed, the data
 //!    volume is restored from the backup (byte-identical), the old container is
@@ -29,15 +31,17 @@
 //! "digest"}, "target": {...}, "update_available", "outcome": "up-to-date" |
 //! "update-available" | "updated" | "rolled-back" | "stopped" (a roll that stopped),
 //! "backup": FILE | null (the data volume's archive, or the roll's database dump),
+//! "database_in_backup": true (when the archive holds the Postgres database),
 //! "replicas": [{"replica", "container", "outcome": "updated" | "up-to-date" |
-//! "rolled-back" | "failed" | "not-reached"}] (with replicas only)}`.
+//! "rolled-back" | "failed" | "not-reached"}] (with replicas only),
+//! "removed_backups": [FILE] (older update backups removed; when there were any)}`.
 //!
 //! A running `webui up` is told over its control socket: `updating` / `updated`
 //! around the single container's swap (its "being updated" page), `replica-*` per
 //! replica during a roll.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -80,6 +84,9 @@ struct Report {
     /// With replicas (`up --replicas N`): what each went through.
     #[serde(skip_serializing_if = "Option::is_none")]
     replicas: Option<Vec<rolling::ReplicaReport>>,
+    /// Older update backups removed by `--keep-backups`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    removed_backups: Vec<String>,
 }
 
 impl ImageReport {
@@ -94,6 +101,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
     let paths = Paths::resolve(global);
     let project = Project::resolve(global.project.as_deref())?;
     let timeout = super::restore::health_timeout(cmd.health_timeout.as_deref(), &paths)?;
+    let keep = keep_backups(cmd.keep_backups.as_deref())?;
     let files = super::backup::state_files(&paths, &project);
     let state = files.project.clone();
     let docker = docker::connect().await?;
@@ -188,6 +196,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         },
         backup: None,
         database_in_backup: false,
+        removed_backups: Vec::new(),
         replicas: None,
     };
     if !available || cmd.check {
@@ -244,13 +253,24 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         let mut dump = None;
         let result = roll.run(&replicas, &mut reports, &mut dump).await;
         report.replicas = Some(reports);
-        report.backup = dump.map(|d| d.display().to_string());
+        report.backup = dump.as_ref().map(|d| d.display().to_string());
         if let Err(e) = result {
             report.outcome = "stopped";
             let _ = print_json(cmd.json, &report);
             return Err(e);
         }
-        record_success(&state, &running, &target, configured, &img, &printer);
+        report.removed_backups = record_success(
+            &state,
+            Success {
+                running: &running,
+                target: &target,
+                configured,
+                img: &img,
+                backup: dump.as_deref(),
+                keep,
+            },
+            &printer,
+        );
         printer.line(format!(
             "updated all {} replicas to {}",
             replicas.len(),
@@ -321,7 +341,18 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         match attempt {
             Ok(took) => {
                 dupdate::remove(&docker, &aside).await?;
-                record_success(&state, &running, &target, configured, &img, &printer);
+                report.removed_backups = record_success(
+                    &state,
+                    Success {
+                        running: &running,
+                        target: &target,
+                        configured,
+                        img: &img,
+                        backup: Some(&made.path),
+                        keep,
+                    },
+                    &printer,
+                );
                 printer.line(format!(
                     "updated {name} to {} (healthy after {}); backup of the data before: {}",
                     target.shown(),
@@ -402,38 +433,107 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
     result
 }
 
-/// Records a successful update in `history.json`: the update and the pin (so that
-/// `webui up` keeps the new image). A failure to write is a warning.
+/// What [`record_success`] records.
+struct Success<'a> {
+    running: &'a ImageReport,
+    target: &'a ImageReport,
+    configured: String,
+    img: &'a pull::Image,
+    /// The backup this update made.
+    backup: Option<&'a Path>,
+    /// `--keep-backups`: how many update backups to keep (`None`: all).
+    keep: Option<usize>,
+}
+
+/// Records a successful update in `history.json`: the update, the pin (so that
+/// `webui up` keeps the new image) and its backup; then removes the update backups
+/// beyond `keep`, oldest first, and returns them. A failure to write is a warning (and
+/// nothing is removed).
 fn record_success(
     state: &crate::docker::project::ProjectState,
-    running: &ImageReport,
-    target: &ImageReport,
-    configured: String,
-    img: &pull::Image,
+    s: Success<'_>,
     printer: &Printer,
-) {
+) -> Vec<String> {
     let at = now_rfc3339();
     let rec = UpdateRecord {
         at: at.clone(),
-        from: running.shown(),
-        to: target.shown(),
+        from: s.running.shown(),
+        to: s.target.shown(),
         outcome: "updated".into(),
         detail: None,
     };
     let pin = Pin {
-        configured,
-        image: target.image.clone(),
-        image_id: img.id.clone(),
-        digest: img.digest.clone(),
+        configured: s.configured,
+        image: s.target.image.clone(),
+        image_id: s.img.id.clone(),
+        digest: s.img.digest.clone(),
         at,
     };
+    let mut old = Vec::new();
     if let Err(e) = History::update(state, |h| {
         h.last_update = Some(rec);
         h.pin = Some(pin);
+        if let Some(b) = s.backup {
+            h.update_backups.push(b.display().to_string());
+        }
+        if let Some(keep) = s.keep {
+            let extra = h.update_backups.len().saturating_sub(keep);
+            old = h.update_backups.drain(..extra).collect();
+        }
     }) {
         printer.warn(format!("cannot record the update in history.json: {e:#}"));
+        return Vec::new();
+    }
+    let mut removed = Vec::new();
+    for file in old {
+        let path = Path::new(&file);
+        // Only what `webui update` writes, whatever history.json says.
+        let ours = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .is_some_and(|n| n.starts_with("webui-backup-") || n.starts_with("webui-db-"));
+        if !ours {
+            continue;
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => removed.push(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => printer.warn(format!("cannot remove the old update backup {file}: {e}")),
+        }
+    }
+    if !removed.is_empty() {
+        printer.line(format!(
+            "removed {} older update backup{} (the newest {} are kept; --keep-backups): {}",
+            removed.len(),
+            if removed.len() == 1 { "" } else { "s" },
+            s.keep.unwrap_or(0),
+            removed.join(", ")
+        ));
+    }
+    removed
+}
+
+/// `--keep-backups`: a number of backups (1 or more), or `all` (`None`); 3 when not
+/// given.
+fn keep_backups(flag: Option<&str>) -> anyhow::Result<Option<usize>> {
+    let Some(v) = flag else {
+        return Ok(Some(DEFAULT_KEEP_BACKUPS));
+    };
+    if v.eq_ignore_ascii_case("all") {
+        return Ok(None);
+    }
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(UserError::new(format!(
+            "--keep-backups takes a number of backups (1 or more) or `all`, not `{v}`"
+        ))
+        .hint("e.g. --keep-backups 5; `all` never removes an update's backup")
+        .into()),
     }
 }
+
+/// Update backups kept when `--keep-backups` is not given.
+const DEFAULT_KEEP_BACKUPS: usize = 3;
 
 /// Removes the failed container, restores the data into the old one (stopped), puts
 /// it back under its name and starts it.

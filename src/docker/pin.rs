@@ -73,6 +73,11 @@ pub struct History {
     pub last_update: Option<UpdateRecord>,
     #[serde(default)]
     pub last_backup: Option<BackupRecord>,
+    /// The backups `webui update` made (archives, and rolling updates' database
+    /// dumps), oldest first: the ones `update --keep-backups` may remove. Backups made
+    /// with `webui backup` are never listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub update_backups: Vec<String>,
 }
 
 fn history_path(state: &ProjectState) -> PathBuf {
