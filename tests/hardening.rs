@@ -132,6 +132,28 @@ async fn health_time(p: &Webui, ca: &Path, http2: bool) -> Duration {
     t.elapsed()
 }
 
+/// How many of `conns` (each with when it was opened) the server closed, or answered
+/// 408 (hyper may, before closing), by `deadline(opened)`. All are watched at once, so
+/// a slow read of one does not eat into another's time.
+async fn closed_by_deadline<S: tokio::io::AsyncRead + Unpin>(
+    conns: Vec<(Instant, S)>,
+    deadline: impl Fn(Instant) -> tokio::time::Instant,
+) -> usize {
+    let deadline = &deadline;
+    futures_util::future::join_all(conns.into_iter().map(|(t, mut s)| async move {
+        let mut b = [0u8; 512];
+        match tokio::time::timeout_at(deadline(t), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(n)) => String::from_utf8_lossy(&b[..n]).contains("408"),
+            Err(_) => false,
+        }
+    }))
+    .await
+    .into_iter()
+    .filter(|c| *c)
+    .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_starve_real_clients() {
     let up = standin::spawn().await;
@@ -198,46 +220,19 @@ async fn slowloris_connections_do_not_starve_real_clients() {
     }
 
     // And the slow ones are cut off after the 10 s timeouts, counted from when each
-    // was opened (3 s of slack for a loaded machine). All are watched at once, so a
-    // slow read of one does not eat into another's time.
+    // was opened (3 s of slack for a loaded machine).
     let deadline = |t: Instant| tokio::time::Instant::from(t + Duration::from_secs(13));
-    let closed = futures_util::future::join_all(idle.into_iter().map(|(t, mut s)| async move {
-        let mut b = [0u8; 1];
-        matches!(
-            tokio::time::timeout_at(deadline(t), s.read(&mut b)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }))
-    .await;
-    let closed = closed.into_iter().filter(|c| *c).count();
+    let closed = closed_by_deadline(idle, deadline).await;
     assert!(
         closed >= 490,
         "idle pre-TLS connections are closed by the handshake timeout ({closed}/500)"
     );
-    let closed = futures_util::future::join_all(silent.into_iter().map(|(t, mut s)| async move {
-        let mut b = [0u8; 512];
-        matches!(
-            tokio::time::timeout_at(deadline(t), s.read(&mut b)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }))
-    .await;
-    let closed = closed.into_iter().filter(|c| *c).count();
+    let closed = closed_by_deadline(silent, deadline).await;
     assert!(
         closed >= 198,
         "connections silent after the TLS handshake are closed by the header timeout ({closed}/200)"
     );
-    let closed = futures_util::future::join_all(slow.into_iter().map(|(t, mut s)| async move {
-        let mut b = [0u8; 512];
-        match tokio::time::timeout_at(deadline(t), s.read(&mut b)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => true,
-            // hyper may answer 408 before closing.
-            Ok(Ok(n)) => String::from_utf8_lossy(&b[..n]).contains("408"),
-            Err(_) => false,
-        }
-    }))
-    .await;
-    let closed = closed.into_iter().filter(|c| *c).count();
+    let closed = closed_by_deadline(slow, deadline).await;
     assert!(
         closed >= 990,
         "half-sent requests are cut off by the header timeout ({closed}/1000)"

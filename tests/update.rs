@@ -437,19 +437,20 @@ async fn updates_keep_their_newest_backups_and_never_remove_a_manual_one() {
         v.sort();
         v
     };
+    // `webui update --image <repo>:<tag> --keep-backups <keep> [--json]`; file names
+    // carry the time to the second, so each waits for the next second first.
+    let update = |tag: &str, keep: &str, json: bool| {
+        std::thread::sleep(Duration::from_millis(1100));
+        let image = format!("{repo}:{tag}");
+        let mut args = vec!["update", "--image", &image, "--keep-backups", keep];
+        if json {
+            args.push("--json");
+        }
+        run(state.path(), &p, &args)
+    };
 
     // Bad input changes nothing.
-    let f = run(
-        state.path(),
-        &p,
-        &[
-            "update",
-            "--image",
-            &format!("{repo}:v2"),
-            "--keep-backups",
-            "0",
-        ],
-    );
+    let f = update("v2", "0", false);
     assert_eq!(code(&f), 1, "{}", both(&f));
     assert!(
         f.stderr.contains("1 or more") && f.stderr.contains("`all`"),
@@ -467,20 +468,7 @@ async fn updates_keep_their_newest_backups_and_never_remove_a_manual_one() {
     // Three updates keeping two: the first update's backup goes, the manual one stays.
     let mut made = Vec::new();
     for (i, tag) in ["v2", "v1", "v2"].into_iter().enumerate() {
-        // Distinct file names: they carry the time to the second.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let f = run(
-            state.path(),
-            &p,
-            &[
-                "update",
-                "--image",
-                &format!("{repo}:{tag}"),
-                "--keep-backups",
-                "2",
-                "--json",
-            ],
-        );
+        let f = update(tag, "2", true);
         assert_eq!(code(&f), 0, "{}", both(&f));
         let j: serde_json::Value = serde_json::from_str(&f.stdout).expect("json");
         made.push(PathBuf::from(j["backup"].as_str().expect("a backup")));
@@ -506,35 +494,13 @@ async fn updates_keep_their_newest_backups_and_never_remove_a_manual_one() {
     assert!(text(port, "/api/version").await.contains("v2"));
 
     // `all` removes nothing.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let f = run(
-        state.path(),
-        &p,
-        &[
-            "update",
-            "--image",
-            &format!("{repo}:v1"),
-            "--keep-backups",
-            "all",
-        ],
-    );
+    let f = update("v1", "all", false);
     assert_eq!(code(&f), 0, "{}", both(&f));
     assert!(made[1].exists() && made[2].exists() && manual.exists());
     assert_eq!(names().len(), 4, "{:?}", names());
 
     // Keeping one: every older update backup goes, said so; the manual one stays.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let f = run(
-        state.path(),
-        &p,
-        &[
-            "update",
-            "--image",
-            &format!("{repo}:v2"),
-            "--keep-backups",
-            "1",
-        ],
-    );
+    let f = update("v2", "1", false);
     assert_eq!(code(&f), 0, "{}", both(&f));
     assert!(
         f.stdout.contains("removed 3 older update backups"),

@@ -233,6 +233,15 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         ));
     }
 
+    // Recorded when the update succeeds, with the backup it made.
+    let success = Success {
+        running: &running,
+        target: &target,
+        configured,
+        img: &img,
+        backup: None,
+        keep,
+    };
     if rolling {
         let roll = rolling::Roll {
             docker: &docker,
@@ -259,18 +268,8 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             let _ = print_json(cmd.json, &report);
             return Err(e);
         }
-        report.removed_backups = record_success(
-            &state,
-            Success {
-                running: &running,
-                target: &target,
-                configured,
-                img: &img,
-                backup: dump.as_deref(),
-                keep,
-            },
-            &printer,
-        );
+        let backup = dump.as_deref();
+        report.removed_backups = record_success(&state, Success { backup, ..success }, &printer);
         printer.line(format!(
             "updated all {} replicas to {}",
             replicas.len(),
@@ -341,18 +340,9 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
         match attempt {
             Ok(took) => {
                 dupdate::remove(&docker, &aside).await?;
-                report.removed_backups = record_success(
-                    &state,
-                    Success {
-                        running: &running,
-                        target: &target,
-                        configured,
-                        img: &img,
-                        backup: Some(&made.path),
-                        keep,
-                    },
-                    &printer,
-                );
+                let backup = Some(made.path.as_path());
+                report.removed_backups =
+                    record_success(&state, Success { backup, ..success }, &printer);
                 printer.line(format!(
                     "updated {name} to {} (healthy after {}); backup of the data before: {}",
                     target.shown(),
