@@ -335,6 +335,26 @@ fn line_after(stdout: &str, prefix: &str, all: &str) -> String {
         .to_string()
 }
 
+/// `webui update --image IMAGE EXTRA…` of project `p` on a blocking thread, so that
+/// the test's clients and watchers keep running meanwhile.
+fn update_in_background(
+    state: &Path,
+    p: &Cleanup,
+    image: &str,
+    extra: &[&str],
+) -> tokio::task::JoinHandle<Finished> {
+    let (st, pr) = (state.to_path_buf(), p.name.clone());
+    let mut args: Vec<String> = ["--project", &pr, "update", "--image", image]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        webui::run(&st, &args, RUN)
+    })
+}
+
 /// The database dump named on the line of `stdout` that starts with `prefix`: a
 /// pg_dump custom-format file, mode 0600.
 fn dump_named(stdout: &str, prefix: &str, all: &str) -> PathBuf {
@@ -378,12 +398,9 @@ async fn rolling_update_of_three_replicas_fails_no_request_and_keeps_two_serving
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events = Events::follow(&p);
     let v2 = format!("{}:v2", im.repo);
-    let (st, pr, v2c) = (state.path().to_path_buf(), p.name.clone(), v2.clone());
-    let f = tokio::task::spawn_blocking(move || {
-        webui::run(&st, &["--project", &pr, "update", "--image", &v2c], RUN)
-    })
-    .await
-    .unwrap();
+    let f = update_in_background(state.path(), &p, &v2, &[])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let seen = client.await.unwrap();
@@ -660,22 +677,7 @@ async fn a_failed_update_of_one_container_on_postgres_puts_the_database_back() {
     // An update to a version that never gets healthy. While it waits for it, the
     // database changes, as the new version's migrations would change it.
     let broken = format!("{}:broken", im.repo);
-    let (st, pr, b) = (state.path().to_path_buf(), p.name.clone(), broken);
-    let f = tokio::task::spawn_blocking(move || {
-        webui::run(
-            &st,
-            &[
-                "--project",
-                &pr,
-                "update",
-                "--image",
-                &b,
-                "--health-timeout",
-                "10s",
-            ],
-            RUN,
-        )
-    });
+    let f = update_in_background(state.path(), &p, &broken, &["--health-timeout", "10s"]);
     // The new container is made after the backup and its database dump.
     let name = p.n("open-webui");
     let v1_id = image_id(&v1);
@@ -794,24 +796,13 @@ async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replic
     let client = steady_client(&w, state.path(), stop.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let broken = format!("{}:broken", im.repo);
-    let (st, pr, b) = (state.path().to_path_buf(), p.name.clone(), broken.clone());
     let started = Instant::now();
-    let f = tokio::task::spawn_blocking(move || {
-        webui::run(
-            &st,
-            &[
-                "--project",
-                &pr,
-                "update",
-                "--image",
-                &b,
-                "--health-timeout",
-                "10s",
-                "--json",
-            ],
-            RUN,
-        )
-    })
+    let f = update_in_background(
+        state.path(),
+        &p,
+        &broken,
+        &["--health-timeout", "10s", "--json"],
+    )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -909,12 +900,9 @@ async fn a_new_version_that_never_gets_healthy_stops_the_roll_and_the_old_replic
     let stop = Arc::new(AtomicBool::new(false));
     let client = steady_client(&w, state.path(), stop.clone());
     let v2 = format!("{}:v2", im.repo);
-    let (st, pr) = (state.path().to_path_buf(), p.name.clone());
-    let f = tokio::task::spawn_blocking(move || {
-        webui::run(&st, &["--project", &pr, "update", "--image", &v2], RUN)
-    })
-    .await
-    .unwrap();
+    let f = update_in_background(state.path(), &p, &v2, &[])
+        .await
+        .unwrap();
     stop.store(true, Ordering::Relaxed);
     let seen = client.await.unwrap();
     let all = both(&f);

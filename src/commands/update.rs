@@ -305,7 +305,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
             }
         };
         report.backup = Some(made.path.display().to_string());
-        report.database_in_backup = made.database;
+        report.database_in_backup = backup::has_database(&made.manifest);
         printer.line(format!("backup: {}", made.path.display()));
         dupdate::rename(&docker, &name, &aside).await?;
         let new_spec = dupdate::with_image(
@@ -362,7 +362,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
                 printer.line(format!(
                     "rolling back to {} and restoring the data{} from {}",
                     running.shown(),
-                    if made.database {
+                    if backup::has_database(&made.manifest) {
                         " and the Postgres database"
                     } else {
                         ""
@@ -493,10 +493,10 @@ fn record_success(
     }
     if !removed.is_empty() {
         printer.line(format!(
-            "removed {} older update backup{} (the newest {} are kept; --keep-backups): {}",
+            "removed {} older update backup{} (--keep-backups {}): {}",
             removed.len(),
             if removed.len() == 1 { "" } else { "s" },
-            s.keep.unwrap_or(0),
+            s.keep.map_or("all".to_string(), |k| k.to_string()),
             removed.join(", ")
         ));
     }
@@ -543,7 +543,7 @@ async fn rollback(
     dupdate::remove(docker, name).await?;
     let a = made.path.clone();
     tokio::task::spawn_blocking(move || backup::verify(&a)).await??;
-    if made.database {
+    if backup::has_database(&made.manifest) {
         // The new version may have migrated the database already: back to the one
         // the old version knew, before anything of the old version starts.
         super::restore::restore_archived_database(docker, project, &made.path, files).await?;

@@ -180,8 +180,6 @@ pub struct Created {
     pub manifest: Manifest,
     /// How long Open WebUI was paused, when it was.
     pub paused_for: Option<Duration>,
-    /// Whether the archive holds the project's Postgres database ([`DATABASE`]).
-    pub database: bool,
 }
 
 /// Backs up `project` into `output` (a file, or a directory for the default name;
@@ -289,7 +287,6 @@ pub async fn create(
         bytes,
         manifest,
         paused_for,
-        database: database.is_some(),
     })
 }
 
