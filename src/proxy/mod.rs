@@ -7,6 +7,8 @@
 //!   passive ejection, `/ws/` stickiness.
 //! - `tunnel`: WebSocket upgrades, byte for byte, idle timeout only.
 //! - `upstream`: HTTP/1.1 connections to the upstreams, pooled per worker thread.
+//! - `h1`: the HTTP/1.1 client for requests without a body or upgrade (the rest go
+//!   through hyper's).
 //! - `headers`: hop-by-hop and `X-Forwarded-*` rewriting (pure).
 //! - `plain`: the plain-HTTP listener's service (redirect, ACME HTTP-01).
 //! - `respond`: every response the proxy makes up itself.
@@ -19,6 +21,7 @@ pub mod auth;
 mod balance;
 pub mod dns;
 mod forward;
+mod h1;
 pub mod headers;
 mod inherited;
 mod listener;

@@ -5,8 +5,11 @@
 //! upstream connection it goes out on and that connection's task all run on one
 //! thread, and checking a connection out or in takes an uncontended lock.
 //!
-//! The protocol is hyper's (`hyper::client::conn::http1`); this module only decides
-//! which connection a request goes out on:
+//! A request with no body and no upgrade (most of them) goes out through `h1`, a
+//! small client run inside the request's own task; one with a body, or an upgrade,
+//! through hyper's (`hyper::client::conn::http1`), whose connection is a task of its
+//! own. Each kind keeps its own idle connections. This module decides which
+//! connection a request goes out on:
 //! - the most recently used idle one that is ready (LIFO: warm, and the rest can time
 //!   out when load drops), else a new one;
 //! - a connection goes back to the pool the moment its response has been read to the
@@ -36,6 +39,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::Body;
+use super::h1;
 
 /// An idle connection is not used again after this long unused. Below uvicorn's
 /// keep-alive timeout (5 s, Open WebUI's server): a request sent on a connection just
@@ -64,12 +68,43 @@ pub struct Pool {
     /// first connection, on the worker's runtime).
     reaping: std::sync::atomic::AtomicBool,
     /// Idle connections per upstream, oldest first.
-    idle: Mutex<Vec<(Authority, Vec<Idle>)>>,
+    idle: Mutex<Vec<(Authority, Idles)>>,
 }
 
-struct Idle {
-    tx: http1::SendRequest<Body>,
+#[derive(Default)]
+struct Idles {
+    /// hyper's, for requests with a body and upgrades.
+    hyper: Vec<Idle<http1::SendRequest<Body>>>,
+    /// `h1`'s, for the rest.
+    plain: Vec<Idle<h1::Conn>>,
+}
+
+impl Idles {
+    fn is_empty(&self) -> bool {
+        self.hyper.is_empty() && self.plain.is_empty()
+    }
+}
+
+struct Idle<C> {
+    conn: C,
     since: Instant,
+}
+
+/// Where an `h1` connection goes back to once its response has been read.
+pub struct Home {
+    pool: Arc<Pool>,
+    to: Authority,
+}
+
+impl Home {
+    #[cfg(test)]
+    pub(super) fn new(pool: Arc<Pool>, to: Authority) -> Home {
+        Home { pool, to }
+    }
+
+    pub fn put(self, conn: h1::Conn) {
+        self.pool.checkin(self.to, |idles| &mut idles.plain, conn);
+    }
 }
 
 /// Why a request got no response from the upstream.
@@ -81,6 +116,8 @@ pub enum Error {
     /// The connection failed or the upstream broke the protocol, after (part of) the
     /// request may have been sent.
     Http(hyper::Error),
+    /// The same, on a request without a body (`h1`).
+    Plain(std::io::Error),
 }
 
 impl Error {
@@ -98,7 +135,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Connect(_) => f.write_str("could not connect to the upstream"),
-            Error::Http(_) => f.write_str("upstream connection failed"),
+            Error::Http(_) | Error::Plain(_) => f.write_str("upstream connection failed"),
         }
     }
 }
@@ -108,6 +145,7 @@ impl std::error::Error for Error {
         match self {
             Error::Connect(e) => Some(e),
             Error::Http(e) => Some(e),
+            Error::Plain(e) => Some(e),
         }
     }
 }
@@ -126,6 +164,68 @@ impl Pool {
     /// its end. A 101 response's connection is the caller's, through
     /// `hyper::upgrade::on`.
     pub async fn request(
+        self: &Arc<Self>,
+        to: &Authority,
+        req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Error> {
+        if req.body().is_end_stream() && !req.headers().contains_key(http::header::UPGRADE) {
+            self.request_plain(to, req).await
+        } else {
+            self.request_hyper(to, req).await
+        }
+    }
+
+    /// A request without a body: `h1`, in this task.
+    async fn request_plain(
+        self: &Arc<Self>,
+        to: &Authority,
+        req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Error> {
+        let head = h1::encode_head(&req);
+        let head_request = req.method() == http::Method::HEAD;
+        let safe = matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        drop(req);
+        let mut pooled = true;
+        loop {
+            let (conn, idle_for) = match pooled.then(|| self.checkout_plain(to)).flatten() {
+                Some((conn, idle_for)) => (conn, Some(idle_for)),
+                None => {
+                    let stream = Box::pin(self.open(to)).await?;
+                    (h1::Conn::new(stream), None)
+                }
+            };
+            match conn.send(&head, head_request).await {
+                Ok((parts, mut body)) => {
+                    body.set_home(Home {
+                        pool: self.clone(),
+                        to: to.clone(),
+                    });
+                    return Ok(Response::from_parts(
+                        parts,
+                        UpstreamBody {
+                            inner: Inner::Plain(body),
+                        },
+                    ));
+                }
+                // The pooled connection was closed under the request: never read
+                // by the upstream when even the head could not be written, and
+                // safe to send twice after a long idle (see the module's doc).
+                Err(h1::Fail::Lost { error, unsent })
+                    if idle_for.is_some_and(|d| unsent || (safe && d >= REPLAY_IDLE)) =>
+                {
+                    tracing::debug!(target: "webui::proxy", upstream = %to, %error, "pooled connection was closed under the request; sending it again on a new one");
+                    pooled = false;
+                }
+                Err(e) => return Err(Error::Plain(e.into_error())),
+            }
+        }
+    }
+
+    /// A request with a body, or an upgrade: hyper's client connection.
+    async fn request_hyper(
         self: &Arc<Self>,
         to: &Authority,
         mut req: Request<Body>,
@@ -147,7 +247,7 @@ impl Pool {
                 Ok(res) => {
                     let (parts, body) = res.into_parts();
                     let upgraded = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-                    let mut body = UpstreamBody {
+                    let mut body = HyperBody {
                         inner: body,
                         back: (!upgraded).then(|| Back {
                             pool: self.clone(),
@@ -158,7 +258,12 @@ impl Pool {
                     if body.inner.is_end_stream() {
                         body.release();
                     }
-                    return Ok(Response::from_parts(parts, body));
+                    return Ok(Response::from_parts(
+                        parts,
+                        UpstreamBody {
+                            inner: Inner::Hyper(body),
+                        },
+                    ));
                 }
                 Err(mut e) => match (e.take_message(), replay) {
                     // Not sent: the pooled connection had been closed meanwhile.
@@ -177,42 +282,68 @@ impl Pool {
     /// The most recently used idle connection to `to` that can take a request now, and
     /// how long it had been idle.
     fn checkout(&self, to: &Authority) -> Option<(http1::SendRequest<Body>, Duration)> {
+        // Closed (or, which does not happen once a response was read to its end,
+        // still busy) connections are dropped.
+        self.take_idle(to, |idles| &mut idles.hyper, |tx, _| tx.is_ready())
+    }
+
+    /// The same for `h1`'s connections: one the upstream closed while it was idle
+    /// is dropped.
+    fn checkout_plain(&self, to: &Authority) -> Option<(h1::Conn, Duration)> {
+        self.take_idle(to, |idles| &mut idles.plain, |conn, _| conn.is_open())
+    }
+
+    /// The idle `h1` connection to `to` that the next request would get.
+    #[cfg(test)]
+    pub(super) fn take_plain(&self, to: &Authority) -> Option<h1::Conn> {
+        self.checkout_plain(to).map(|(conn, _)| conn)
+    }
+
+    fn take_idle<C>(
+        &self,
+        to: &Authority,
+        list: impl FnOnce(&mut Idles) -> &mut Vec<Idle<C>>,
+        usable: impl Fn(&mut C, Duration) -> bool,
+    ) -> Option<(C, Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = &mut idle.iter_mut().find(|(a, _)| a == to)?.1;
+        let list = list(&mut idle.iter_mut().find(|(a, _)| a == to)?.1);
         let now = Instant::now();
-        while let Some(c) = list.pop() {
+        while let Some(mut c) = list.pop() {
             let idle_for = now.duration_since(c.since);
             if idle_for >= IDLE_TIMEOUT {
                 // Everything before it is older still.
                 list.clear();
                 return None;
             }
-            if c.tx.is_ready() {
-                return Some((c.tx, idle_for));
+            if usable(&mut c.conn, idle_for) {
+                return Some((c.conn, idle_for));
             }
-            // Closed (or, which does not happen once a response was read to its
-            // end, still busy): dropped.
         }
         None
     }
 
     /// Expired connections are the reaper's (and checkout skips them); here only the
     /// cap applies.
-    fn checkin(&self, to: Authority, tx: http1::SendRequest<Body>) {
+    fn checkin<C>(
+        &self,
+        to: Authority,
+        list: impl FnOnce(&mut Idles) -> &mut Vec<Idle<C>>,
+        conn: C,
+    ) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let i = match idle.iter().position(|(a, _)| *a == to) {
             Some(i) => i,
             None => {
-                idle.push((to, Vec::new()));
+                idle.push((to, Idles::default()));
                 idle.len() - 1
             }
         };
-        let list = &mut idle[i].1;
+        let list = list(&mut idle[i].1);
         if list.len() >= MAX_IDLE {
             list.remove(0);
         }
         list.push(Idle {
-            tx,
+            conn,
             since: Instant::now(),
         });
     }
@@ -236,21 +367,32 @@ impl Pool {
                 let Some(pool) = pool.upgrade() else { return };
                 let now = Instant::now();
                 let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                for (_, list) in idle.iter_mut() {
-                    let stale = list
-                        .iter()
-                        .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
-                        .count();
-                    list.drain(..stale);
-                    list.retain(|c| !c.tx.is_closed());
+                for (_, idles) in idle.iter_mut() {
+                    expire(&mut idles.hyper, now, |tx| !tx.is_closed());
+                    expire(&mut idles.plain, now, h1::Conn::is_open);
                 }
                 idle.retain(|(_, list)| !list.is_empty());
             }
         });
     }
 
-    /// A new connection to `to`, its task spawned on this worker.
+    /// A new hyper connection to `to`, its task spawned on this worker.
     async fn connect(self: &Arc<Self>, to: &Authority) -> Result<http1::SendRequest<Body>, Error> {
+        let stream = self.open(to).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(Error::Http)?;
+        tokio::spawn(async move {
+            // Errors reach the request that was on the connection; an idle one that
+            // the upstream closed just ends.
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(tx)
+    }
+
+    /// A new TCP connection to `to`, within the connect timeout.
+    async fn open(self: &Arc<Self>, to: &Authority) -> Result<TcpStream, Error> {
         self.start_reaper();
         let stream = tokio::time::timeout(self.connect_timeout, tcp_connect(to))
             .await
@@ -267,17 +409,19 @@ impl Pool {
         let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(Error::Http)?;
-        tokio::spawn(async move {
-            // Errors reach the request that was on the connection; an idle one that
-            // the upstream closed just ends.
-            let _ = conn.with_upgrades().await;
-        });
-        Ok(tx)
+        Ok(stream)
     }
+}
+
+/// Drops the connections of `list` (oldest first) idle for [`IDLE_TIMEOUT`], and
+/// those no longer `open`.
+fn expire<C>(list: &mut Vec<Idle<C>>, now: Instant, open: impl Fn(&C) -> bool) {
+    let stale = list
+        .iter()
+        .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+        .count();
+    list.drain(..stale);
+    list.retain(|c| open(&c.conn));
 }
 
 /// A copy of `req` to send again if its connection is lost under it: only for a
@@ -340,30 +484,69 @@ struct Back {
 /// pool; dropped before that, the connection is closed (what was left of the response
 /// can not be told from the next one).
 pub struct UpstreamBody {
+    inner: Inner,
+}
+
+enum Inner {
+    Hyper(HyperBody),
+    Plain(h1::Body),
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, super::BoxError>>> {
+        match &mut self.get_mut().inner {
+            Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Plain(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Hyper(b) => b.is_end_stream(),
+            Inner::Plain(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Hyper(b) => b.size_hint(),
+            Inner::Plain(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A response body from hyper's client connection.
+struct HyperBody {
     inner: Incoming,
     back: Option<Back>,
 }
 
-impl UpstreamBody {
+impl HyperBody {
     fn release(&mut self) {
         let Some(Back { pool, to, mut tx }) = self.back.take() else {
             return;
         };
         if tx.is_ready() {
-            pool.checkin(to, tx);
+            pool.checkin(to, |idles| &mut idles.hyper, tx);
         } else if !tx.is_closed() {
             // The connection's task has not yet seen the end of the response it just
             // delivered: it is pooled once it has.
             tokio::spawn(async move {
                 if tx.ready().await.is_ok() {
-                    pool.checkin(to, tx);
+                    pool.checkin(to, |idles| &mut idles.hyper, tx);
                 }
             });
         }
     }
 }
 
-impl HttpBody for UpstreamBody {
+impl HttpBody for HyperBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
