@@ -8,7 +8,9 @@
 //! - [`route`]: which certificate a TLS ClientHello gets (`tls::CertStore`, by SNI
 //!   and ALPN) and where plain HTTP redirects a Host to (`proxy` https_location);
 //! - [`config`]: `webui.toml` parsing (`config::file`) and resolving it into settings;
-//! - [`domain`]: the `--domain` validator (`config::values::domain`).
+//! - [`domain`]: the `--domain` validator (`config::values::domain`);
+//! - [`upstream_response`]: reading an upstream's response head and body framing
+//!   (`proxy::h1`), what a broken or hostile upstream sends back.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -405,6 +407,19 @@ pub fn domain(data: &[u8]) {
         rustls_pki_types::ServerName::try_from(name.as_str()).is_ok(),
         "{name} is a valid server name"
     );
+}
+
+/// Input: a flags byte (bit 7: the request was a HEAD; bits 0 to 6: the size of each
+/// read, 1 to 128 bytes), then the bytes an upstream sent in answer to a bodiless
+/// request. Invariants (`proxy::h1`): no panic, a body never longer than its
+/// Content-Length nor than the input, never an empty piece of body, a
+/// close-delimited body never leaves its connection reusable, a chunked response
+/// never keeps a Content-Length.
+pub fn upstream_response(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    crate::proxy::fuzz_response(rest, usize::from(flags & 0x7f) + 1, flags & 0x80 != 0);
 }
 
 #[cfg(test)]

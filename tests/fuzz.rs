@@ -1,6 +1,6 @@
 //! Runs every `cargo fuzz` target in `fuzz/` for a bounded time (issue #11): the header
-//! rewriting, the SNI/Host routing decisions, the config parser and the domain
-//! validator. A finding (panic, timeout, out of memory) fails the test and names the
+//! rewriting, the SNI/Host routing decisions, the config parser, the domain
+//! validator and the upstream response reader. A finding (panic, timeout, out of memory) fails the test and names the
 //! input libFuzzer saved; the seed corpus is `fuzz/corpus/<target>/` and stays as it
 //! is (new inputs go to a temporary directory).
 //!
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const TARGETS: [&str; 4] = ["headers", "route", "config", "domain"];
+const TARGETS: [&str; 5] = ["headers", "route", "config", "domain", "upstream_response"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

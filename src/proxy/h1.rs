@@ -337,6 +337,105 @@ enum State {
     Done,
 }
 
+impl State {
+    fn new(framing: Framing) -> State {
+        match framing {
+            Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunk::Size),
+            Framing::Close => State::Close,
+        }
+    }
+
+    /// Moves past what needs no reading from the caller's side (the CRLF after a
+    /// chunk, chunk-size lines, the last chunk and trailers), as far as the bytes in
+    /// `buf` allow, so that the end of the body is known as soon as its bytes are in:
+    /// `is_end_stream` then says so with the last piece of data (an HTTP/2 client
+    /// gets END_STREAM on that DATA frame).
+    fn settle(&mut self, buf: &mut BytesMut) -> io::Result<()> {
+        while let State::Chunked(chunk) = *self {
+            *self = match chunk {
+                Chunk::Data(_) => return Ok(()),
+                Chunk::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(());
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(broken("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    State::Chunked(Chunk::Size)
+                }
+                Chunk::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, 0))) => {
+                        buf.advance(used);
+                        State::Chunked(Chunk::Trailers)
+                    }
+                    Ok(httparse::Status::Complete((used, n))) => {
+                        buf.advance(used);
+                        State::Chunked(Chunk::Data(n))
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
+                        return Err(broken("chunk-size line too long"));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(()),
+                    Err(_) => return Err(broken("invalid chunk size")),
+                },
+                Chunk::Trailers => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        State::Done
+                    } else if buf.starts_with(b"\n") {
+                        buf.advance(1);
+                        State::Done
+                    } else if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                        // A trailer field: dropped.
+                        buf.advance(i + 1);
+                        State::Chunked(Chunk::Trailers)
+                    } else if buf.len() > MAX_LINE {
+                        return Err(broken("trailer line too long"));
+                    } else {
+                        return Ok(());
+                    }
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Body bytes at the start of `buf`, taken off it.
+    fn take(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        if buf.is_empty() {
+            return None;
+        }
+        let (n, next) = match *self {
+            State::Length(left) => {
+                let n = left.min(buf.len() as u64);
+                let next = if n == left {
+                    State::Done
+                } else {
+                    State::Length(left - n)
+                };
+                (n as usize, next)
+            }
+            State::Chunked(Chunk::Data(left)) => {
+                let n = left.min(buf.len() as u64);
+                let next = if n == left {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left - n)
+                };
+                (n as usize, State::Chunked(next))
+            }
+            State::Close => (buf.len(), State::Close),
+            State::Chunked(_) | State::Done => return None,
+        };
+        let data = buf.split_to(n).freeze();
+        *self = next;
+        Some(data)
+    }
+}
+
 /// A response body read straight from its upstream connection.
 pub struct Body {
     conn: Option<Conn>,
@@ -350,15 +449,9 @@ pub struct Body {
 
 impl Body {
     fn new(conn: Conn, framing: Framing, reusable: bool) -> Body {
-        let state = match framing {
-            Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(Chunk::Size),
-            Framing::Close => State::Close,
-        };
         let mut body = Body {
             conn: Some(conn),
-            state,
+            state: State::new(framing),
             reusable,
             read_size: FIRST_READ,
             home: None,
@@ -390,60 +483,13 @@ impl Body {
         }
     }
 
-    /// Moves past what needs no reading from the caller's side (the CRLF after a
-    /// chunk, chunk-size lines, the last chunk and trailers), as far as the buffered
-    /// bytes allow, so that the end of the body is known as soon as its bytes are in:
-    /// `is_end_stream` then says so with the last piece of data (an HTTP/2 client
-    /// gets END_STREAM on that DATA frame).
+    /// Moves past what is framing, not data, as far as the buffered bytes allow
+    /// ([`State::settle`]); hands the connection on when the body is over.
     fn settle(&mut self) -> io::Result<()> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        let buf = &mut conn.buf;
-        while let State::Chunked(chunk) = self.state {
-            self.state = match chunk {
-                Chunk::Data(_) => return Ok(()),
-                Chunk::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(());
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(broken("chunk data not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    State::Chunked(Chunk::Size)
-                }
-                Chunk::Size => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, 0))) => {
-                        buf.advance(used);
-                        State::Chunked(Chunk::Trailers)
-                    }
-                    Ok(httparse::Status::Complete((used, n))) => {
-                        buf.advance(used);
-                        State::Chunked(Chunk::Data(n))
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
-                        return Err(broken("chunk-size line too long"));
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(()),
-                    Err(_) => return Err(broken("invalid chunk size")),
-                },
-                Chunk::Trailers => {
-                    if buf.starts_with(b"\r\n") {
-                        buf.advance(2);
-                        State::Done
-                    } else if let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                        // A trailer field: dropped.
-                        buf.advance(i + 1);
-                        State::Chunked(Chunk::Trailers)
-                    } else if buf.len() > MAX_LINE {
-                        return Err(broken("trailer line too long"));
-                    } else {
-                        return Ok(());
-                    }
-                }
-            };
-        }
+        self.state.settle(&mut conn.buf)?;
         if self.state == State::Done {
             self.release();
         }
@@ -452,35 +498,7 @@ impl Body {
 
     /// Body bytes already read, taken off the buffer.
     fn take_buffered(&mut self) -> Option<Bytes> {
-        let buf = &mut self.conn.as_mut()?.buf;
-        if buf.is_empty() {
-            return None;
-        }
-        let (n, next) = match self.state {
-            State::Length(left) => {
-                let n = left.min(buf.len() as u64);
-                let next = if n == left {
-                    State::Done
-                } else {
-                    State::Length(left - n)
-                };
-                (n as usize, next)
-            }
-            State::Chunked(Chunk::Data(left)) => {
-                let n = left.min(buf.len() as u64);
-                let next = if n == left {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left - n)
-                };
-                (n as usize, State::Chunked(next))
-            }
-            State::Close => (buf.len(), State::Close),
-            State::Chunked(_) | State::Done => return None,
-        };
-        let data = buf.split_to(n).freeze();
-        self.state = next;
-        Some(data)
+        self.state.take(&mut self.conn.as_mut()?.buf)
     }
 
     fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
@@ -558,6 +576,58 @@ impl HttpBody for Body {
             State::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
         }
+    }
+}
+
+/// For the fuzz target of the response reader (`crate::fuzzing`): `input` as what an
+/// upstream sent, arriving in reads of `step` bytes, read as the answer to a HEAD
+/// request or not. Panics when an invariant breaks.
+pub(crate) fn fuzz_response(input: &[u8], step: usize, head_request: bool) {
+    let mut buf = BytesMut::new();
+    let mut reads = input.chunks(step.max(1));
+    let mut parts = loop {
+        match parse_head(&mut buf) {
+            Err(_) => return,
+            Ok(Some(p)) if p.status.is_informational() => continue,
+            Ok(Some(p)) => break p,
+            Ok(None) if buf.len() >= MAX_HEAD => return,
+            Ok(None) => match reads.next() {
+                Some(r) => buf.extend_from_slice(r),
+                None => return,
+            },
+        }
+    };
+    let Ok((framing, reusable)) = framing(&mut parts, head_request) else {
+        return;
+    };
+    assert!(!(reusable && framing == Framing::Close));
+    if framing == Framing::Chunked {
+        assert!(!parts.headers.contains_key(header::CONTENT_LENGTH));
+    }
+    let mut state = State::new(framing);
+    let mut got = 0u64;
+    loop {
+        if state.settle(&mut buf).is_err() {
+            return;
+        }
+        if state == State::Done {
+            break;
+        }
+        if let Some(data) = state.take(&mut buf) {
+            assert!(!data.is_empty(), "an empty piece of body");
+            got += data.len() as u64;
+            continue;
+        }
+        match reads.next() {
+            Some(r) => buf.extend_from_slice(r),
+            None => break,
+        }
+    }
+    assert!(got <= input.len() as u64);
+    match framing {
+        Framing::Length(n) if state == State::Done => assert_eq!(got, n),
+        Framing::Length(n) => assert!(got < n),
+        _ => {}
     }
 }
 

@@ -39,6 +39,8 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// For the fuzz target of the upstream response reader (`crate::fuzzing`).
+pub(crate) use h1::fuzz_response;
 pub use listener::{Bound, port_holder};
 /// For the fuzz target of the Host -> redirect decision (`crate::fuzzing`).
 pub(crate) use plain::https_location;
