@@ -459,6 +459,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "WEBUI_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<String>,
 
+    /// Close a client connection after this long without a new request on it; what
+    /// is in flight finishes first (HTTP/2: GOAWAY) [default: 75s]
+    #[arg(long, env = "WEBUI_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
     /// Largest request head (request line and headers) accepted [default: 64K]
     #[arg(long, env = "WEBUI_MAX_HEADER_SIZE", value_name = "SIZE")]
     pub max_header_size: Option<String>,

@@ -154,6 +154,86 @@ async fn closed_by_deadline<S: tokio::io::AsyncRead + Unpin>(
     .count()
 }
 
+/// An HTTP/2 response's status and its body read to the end.
+async fn h2_body(res: h2::client::ResponseFuture) -> (u16, String) {
+    let res = res.await.expect("response");
+    let status = res.status().as_u16();
+    let mut body = res.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (status, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout_and_a_long_stream_is_not_cut() {
+    let up = standin::spawn().await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &up.url(""), &["--idle-timeout", "2s"]);
+    let ca = webui::local_ca(state.path());
+
+    // HTTP/1.1 keep-alive: one request, then silence.
+    let mut h1 = tls_conn(&p, &ca).await;
+    h1.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    h1.flush().await.unwrap();
+    let mut b = [0u8; 4096];
+    let n = h1.read(&mut b).await.unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&b[..n])), Some(200));
+    let answered = Instant::now();
+
+    // HTTP/2: one request, then silence; and on a second connection a stream that
+    // goes on for 6 s, three times the idle timeout.
+    let h2_conn = |tls| async move {
+        let (client, conn) = h2::client::handshake(tls).await.unwrap();
+        (client, tokio::spawn(conn))
+    };
+    let (client, idle_conn) = h2_conn(webui::tls_connect(p.https[0], &ca, b"h2").await).await;
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(p.https_url("/health")).body(()).unwrap();
+    let (res, _) = client.send_request(req, true).unwrap();
+    assert_eq!(h2_body(res).await.0, 200);
+    let (client, streaming_conn) = h2_conn(webui::tls_connect(p.https[0], &ca, b"h2").await).await;
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(p.https_url("/sse?n=30&interval_ms=200"))
+        .body(())
+        .unwrap();
+    let (res, _) = client.send_request(req, true).unwrap();
+    let stream = tokio::spawn(h2_body(res));
+
+    // Open while within the idle timeout.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), h1.read(&mut b))
+            .await
+            .is_err(),
+        "an HTTP/1.1 connection is kept between requests"
+    );
+    // Closed within twice the idle timeout of the last request (plus slack).
+    let closed =
+        tokio::time::timeout_at((answered + Duration::from_secs(6)).into(), h1.read(&mut b)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle HTTP/1.1 connection is closed after --idle-timeout: {closed:?}"
+    );
+    let ended =
+        tokio::time::timeout_at((answered + Duration::from_secs(6)).into(), idle_conn).await;
+    assert!(
+        ended.is_ok(),
+        "an idle HTTP/2 connection is closed after --idle-timeout"
+    );
+    // The stream outlived the idle timeout and arrived whole.
+    let (status, events) = stream.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(events.matches("data: ").count(), 30, "{events}");
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(5), streaming_conn).await;
+    still_serves(&p, &ca).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_starve_real_clients() {
     let up = standin::spawn().await;

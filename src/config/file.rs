@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub ws_idle_timeout: Option<String>,
     pub handshake_timeout: Option<String>,
     pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub max_header_size: Option<String>,
     pub max_connections: Option<usize>,
     pub proxy_workers: Option<usize>,

@@ -70,6 +70,9 @@ pub struct ProxySettings {
     pub ws_idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,
+    /// A client connection without a new request for this long is closed
+    /// (gracefully: in-flight responses finish).
+    pub idle_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
     /// Worker threads serving connections (see `proxy::listener`).
@@ -84,6 +87,8 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_WS_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx's `keepalive_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 << 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -308,6 +313,12 @@ fn proxy_settings(cli: &ProxyArgs, file: &FileConfig) -> anyhow::Result<ProxySet
             &cli.header_timeout,
             &file.header_timeout,
             DEFAULT_HEADER_TIMEOUT,
+        )?,
+        idle_timeout: duration_or(
+            "--idle-timeout",
+            &cli.idle_timeout,
+            &file.idle_timeout,
+            DEFAULT_IDLE_TIMEOUT,
         )?,
         max_header_size,
         max_connections,

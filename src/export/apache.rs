@@ -179,8 +179,9 @@ pub fn render(site: &Site) -> anyhow::Result<String> {
         o,
         "    <IfModule reqtimeout_module>\n        \
              RequestReadTimeout header={}\n    \
-         </IfModule>\n",
-        secs(site.header_timeout)
+         </IfModule>\n    KeepAliveTimeout {}\n",
+        secs(site.header_timeout),
+        secs(site.idle_timeout)
     );
     if !site.trusted_proxies.is_empty() {
         o.push_str(

@@ -89,8 +89,9 @@ pub fn render(site: &Site) -> anyhow::Result<String> {
     }
     let _ = writeln!(
         o,
-        "\tservers {{\n\t\ttimeouts {{\n\t\t\tread_header {}s\n\t\t}}\n\t}}\n}}\n",
-        secs(site.header_timeout)
+        "\tservers {{\n\t\ttimeouts {{\n\t\t\tread_header {}s\n\t\t\tidle {}s\n\t\t}}\n\t}}\n}}\n",
+        secs(site.header_timeout),
+        secs(site.idle_timeout)
     );
 
     let names = site.domains.join(", ");

@@ -86,6 +86,7 @@ pub struct Site {
     /// Read/send timeout towards Open WebUI and for idle websockets.
     pub stream_timeout: Duration,
     pub header_timeout: Duration,
+    pub idle_timeout: Duration,
     /// Networks of proxies in front whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -155,6 +156,7 @@ impl Site {
             connect_timeout: settings.connect_timeout,
             stream_timeout: settings.ws_idle_timeout,
             header_timeout: settings.header_timeout,
+            idle_timeout: settings.idle_timeout,
             trusted_proxies: settings.trusted_proxies.clone(),
         })
     }

@@ -114,8 +114,9 @@ pub fn render(site: &Site) -> String {
     }
     let _ = writeln!(
         o,
-        "    client_header_timeout {}s;\n",
-        secs(site.header_timeout)
+        "    client_header_timeout {}s;\n    keepalive_timeout {}s;\n",
+        secs(site.header_timeout),
+        secs(site.idle_timeout)
     );
 
     let stream = secs(site.stream_timeout);

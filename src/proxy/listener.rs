@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -210,6 +210,7 @@ struct Serving {
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
     header_timeout: Duration,
+    idle_timeout: Duration,
     shutdown: CancellationToken,
 }
 
@@ -239,6 +240,7 @@ pub(super) async fn serve(
             acceptor: acceptor.clone(),
             handshake_timeout: settings.handshake_timeout,
             header_timeout: settings.header_timeout,
+            idle_timeout: settings.idle_timeout,
             shutdown: shutdown.clone(),
         });
         let (worker, done) = start_worker(i, serving, settings.drain_timeout)?;
@@ -487,10 +489,15 @@ where
 {
     // Noted when the connection's first request (or stream) reaches the service.
     let asked = Arc::new(tokio::sync::Notify::new());
+    // Requests (HTTP/2 streams) started on the connection, for the idle timeout.
+    let started = Arc::new(AtomicU64::new(0));
     let svc = {
         let asked = asked.clone();
+        let started = started.clone();
         service_fn(move |req| {
-            asked.notify_one();
+            if started.fetch_add(1, Ordering::Relaxed) == 0 {
+                asked.notify_one();
+            }
             hyper::service::Service::call(&svc, req)
         })
     };
@@ -504,7 +511,16 @@ where
     let first = tokio::time::sleep(s.header_timeout);
     tokio::pin!(first);
     let mut waiting = true;
-    loop {
+    // Then the connection is closed once no request has started on it for the idle
+    // timeout (nginx's `keepalive_timeout`): hyper has no such limit, and a client
+    // could otherwise keep any number of idle keep-alive connections, HTTP/2 ones
+    // answering pings included, for good. Checked each idle timeout, so it closes
+    // between one and two of them after the last request started; gracefully, so a
+    // response still streaming (a long generation) finishes first.
+    let idle = tokio::time::sleep(s.idle_timeout);
+    tokio::pin!(idle);
+    let mut seen = 0;
+    let idled = loop {
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -512,13 +528,30 @@ where
                 }
                 return;
             }
-            _ = asked.notified(), if waiting => waiting = false,
+            _ = asked.notified(), if waiting => {
+                waiting = false;
+                idle.as_mut().reset(tokio::time::Instant::now() + s.idle_timeout);
+            }
             _ = first.as_mut(), if waiting => {
                 tracing::debug!(target: "webui::proxy", "no request within the header timeout; closing");
                 return;
             }
-            _ = s.shutdown.cancelled() => break,
+            _ = idle.as_mut(), if !waiting => {
+                let now = started.load(Ordering::Relaxed);
+                if now == seen {
+                    break true;
+                }
+                seen = now;
+                idle.as_mut().reset(tokio::time::Instant::now() + s.idle_timeout);
+            }
+            _ = s.shutdown.cancelled() => break false,
         }
+    };
+    if idled {
+        tracing::debug!(target: "webui::proxy", "no new request within the idle timeout; closing");
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+        return;
     }
     // Shutting down. A connection accepted just before has a client sending the
     // request it came for; closing it as idle would fail that request (with socket

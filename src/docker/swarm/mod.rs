@@ -492,6 +492,7 @@ pub fn proxy_args(s: &ProxySettings, ports: Ports, upstream: &str, tls: &ProxyTl
         ("--ws-idle-timeout", s.ws_idle_timeout),
         ("--handshake-timeout", s.handshake_timeout),
         ("--header-timeout", s.header_timeout),
+        ("--idle-timeout", s.idle_timeout),
         ("--drain-timeout", s.drain_timeout),
     ] {
         a.extend([flag.into(), dur(d)]);
