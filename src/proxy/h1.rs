@@ -476,9 +476,16 @@ impl Body {
     /// Before the home is known (the body is being made), nothing happens.
     fn release(&mut self) {
         let Some(home) = self.home.take() else { return };
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         // Bytes beyond the response: the upstream said more than it framed.
         if self.reusable && conn.buf.is_empty() {
+            // What is left of a large read (a download's, up to MAX_READ) is not
+            // kept by an idle connection.
+            if conn.buf.capacity() > 2 * FIRST_READ {
+                conn.buf = BytesMut::new();
+            }
             home.put(conn);
         }
     }
