@@ -256,6 +256,14 @@ fn bad_flag_values_and_combinations_exit_1_with_the_right_form() {
             vec!["--header-timeout", "more than 0"],
         ),
         (
+            p(&["--idle-timeout", "0s"]),
+            vec!["--idle-timeout", "more than 0"],
+        ),
+        (
+            p(&["--idle-timeout", "a while"]),
+            vec!["--idle-timeout", "write it like 30s"],
+        ),
+        (
             p(&["--connect-timeout", "0"]),
             vec!["--connect-timeout", "more than 0"],
         ),
