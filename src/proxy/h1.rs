@@ -29,6 +29,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::headers::lists_token;
 use super::upstream::Home;
 
 /// At most this many response headers (hyper's client default).
@@ -126,11 +127,13 @@ impl Conn {
 
     /// Writes `head` and reads the response head. `head_request`: the request was a
     /// HEAD, so the response has no body whatever its headers say. On success the
-    /// connection is in the returned body, which reads the rest.
+    /// connection is in the returned body, which reads the rest and then hands it to
+    /// `home`.
     pub async fn send(
         mut self,
         head: &[u8],
         head_request: bool,
+        home: Home,
     ) -> Result<(http::response::Parts, Body), Fail> {
         if let Err(error) = self.io.write_all(head).await {
             return Err(Fail::Lost {
@@ -151,8 +154,9 @@ impl Conn {
                     continue;
                 }
                 Some(mut parts) => {
-                    let (framing, reusable) = framing(&mut parts, head_request)?;
-                    let body = Body::new(self, framing, reusable);
+                    let (framing, reusable) =
+                        framing(&mut parts, head_request).map_err(Fail::Broken)?;
+                    let body = Body::new(self, framing, reusable, home);
                     return Ok((parts, body));
                 }
                 None if self.buf.len() >= MAX_HEAD => {
@@ -254,19 +258,17 @@ enum Framing {
 /// The response's framing, and whether the connection can take another request
 /// after it. `Transfer-Encoding`'s framing is ours alone: `Content-Length` goes when
 /// it is chunked.
-fn framing(parts: &mut http::response::Parts, head_request: bool) -> Result<(Framing, bool), Fail> {
+fn framing(parts: &mut http::response::Parts, head_request: bool) -> io::Result<(Framing, bool)> {
     let h = &parts.headers;
-    let listed = |name: &HeaderName, token: &str| {
-        h.get_all(name)
+    let connection = |token| {
+        h.get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .any(|v| lists_token(v, token))
     };
     let mut reusable = if parts.version == Version::HTTP_11 {
-        !listed(&header::CONNECTION, "close")
+        !connection("close")
     } else {
-        listed(&header::CONNECTION, "keep-alive")
+        connection("keep-alive")
     };
     let s = parts.status;
     // Some(whether the last coding is chunked) when there is a Transfer-Encoding.
@@ -294,11 +296,9 @@ fn framing(parts: &mut http::response::Parts, head_request: bool) -> Result<(Fra
                 let n: u64 = part
                     .trim()
                     .parse()
-                    .map_err(|_| Fail::Broken(broken("invalid Content-Length in the response")))?;
+                    .map_err(|_| broken("invalid Content-Length in the response"))?;
                 if len.is_some_and(|l| l != n) {
-                    return Err(Fail::Broken(broken(
-                        "conflicting Content-Length values in the response",
-                    )));
+                    return Err(broken("conflicting Content-Length values in the response"));
                 }
                 len = Some(n);
             }
@@ -442,19 +442,20 @@ pub struct Body {
     state: State,
     reusable: bool,
     read_size: usize,
+    /// Where the connection goes once the response has been read to its end.
     home: Option<Home>,
     /// A framing error found while the body was made, returned by the first poll.
     error: Option<io::Error>,
 }
 
 impl Body {
-    fn new(conn: Conn, framing: Framing, reusable: bool) -> Body {
+    fn new(conn: Conn, framing: Framing, reusable: bool, home: Home) -> Body {
         let mut body = Body {
             conn: Some(conn),
             state: State::new(framing),
             reusable,
             read_size: FIRST_READ,
-            home: None,
+            home: Some(home),
             error: None,
         };
         if let Err(e) = body.settle() {
@@ -463,20 +464,9 @@ impl Body {
         body
     }
 
-    /// Where the connection goes when the response has been read to its end; called
-    /// at once when it already has (no body, or all of it read with the head).
-    pub fn set_home(&mut self, home: Home) {
-        self.home = Some(home);
-        if self.state == State::Done {
-            self.release();
-        }
-    }
-
     /// The connection, to its home when it can take another request, else closed.
-    /// Before the home is known (the body is being made), nothing happens.
     fn release(&mut self) {
-        let Some(home) = self.home.take() else { return };
-        let Some(mut conn) = self.conn.take() else {
+        let (Some(home), Some(mut conn)) = (self.home.take(), self.conn.take()) else {
             return;
         };
         // Bytes beyond the response: the upstream said more than it framed.
@@ -531,8 +521,8 @@ impl HttpBody for Body {
             if let Err(e) = this.settle() {
                 return this.fail(e);
             }
+            // `settle` has handed the connection on.
             if this.state == State::Done {
-                this.release();
                 return Poll::Ready(None);
             }
             if let Some(data) = this.take_buffered() {
@@ -703,11 +693,11 @@ mod tests {
             None => Conn::new(TcpStream::connect(to.as_str()).await.unwrap()),
         };
         let head_request = req.method() == Method::HEAD;
+        let home = Home::new(pool.clone(), to.clone());
         let (parts, mut body) = conn
-            .send(&encode_head(&req), head_request)
+            .send(&encode_head(&req), head_request, home)
             .await
             .map_err(Fail::into_error)?;
-        body.set_home(Home::new(pool.clone(), to.clone()));
         let mut frames = Vec::new();
         let mut ended_with_data = body.is_end_stream();
         while let Some(frame) = body.frame().await {
@@ -875,14 +865,14 @@ mod tests {
         let conn = Conn::new(TcpStream::connect(to.as_str()).await.unwrap());
         let head = encode_head(&request(Method::GET, "/"));
         assert!(matches!(
-            conn.send(&head, false).await,
+            conn.send(&head, false, Home::new(pool.clone(), to)).await,
             Err(Fail::Broken(_))
         ));
         // Closed without a byte of answer: lost, which the pool may retry.
         let (to, _up) = upstream(vec![vec![]]).await;
         let conn = Conn::new(TcpStream::connect(to.as_str()).await.unwrap());
         assert!(matches!(
-            conn.send(&head, false).await,
+            conn.send(&head, false, Home::new(pool.clone(), to)).await,
             Err(Fail::Lost { unsent: false, .. })
         ));
     }

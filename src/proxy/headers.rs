@@ -32,8 +32,9 @@ fn hop_by_hop() -> [&'static HeaderName; 8] {
     ]
 }
 
-/// True when `value` (a Connection header) lists `token`.
-fn lists_token(value: &HeaderValue, token: &str) -> bool {
+/// True when `value` (a comma-separated header: Connection, Transfer-Encoding) lists
+/// `token`.
+pub fn lists_token(value: &HeaderValue, token: &str) -> bool {
     value
         .to_str()
         .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

@@ -489,7 +489,7 @@ where
 {
     // Noted when the connection's first request (or stream) reaches the service.
     let asked = Arc::new(tokio::sync::Notify::new());
-    // Requests (HTTP/2 streams) started on the connection, for the idle timeout.
+    // Requests (HTTP/2 streams) started on the connection.
     let started = Arc::new(AtomicU64::new(0));
     let svc = {
         let asked = asked.clone();
@@ -503,23 +503,23 @@ where
     };
     let conn = s.builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    // The first request's head must be in within the header timeout of the
-    // connection's start, as nginx's `client_header_timeout` counts it. hyper's own
-    // header timeout starts only with the first byte, and nothing bounds the wait for
-    // it: a client that finished the TLS handshake and then kept silent would hold
-    // its connection (and a descriptor) for good.
-    let first = tokio::time::sleep(s.header_timeout);
-    tokio::pin!(first);
-    let mut waiting = true;
-    // Then the connection is closed once no request has started on it for the idle
-    // timeout (nginx's `keepalive_timeout`): hyper has no such limit, and a client
-    // could otherwise keep any number of idle keep-alive connections, HTTP/2 ones
-    // answering pings included, for good. Checked each idle timeout, so it closes
-    // between one and two of them after the last request started; gracefully, so a
-    // response still streaming (a long generation) finishes first.
-    let idle = tokio::time::sleep(s.idle_timeout);
-    tokio::pin!(idle);
+    // One timer, checked against the requests started:
+    // - the first request's head must be in within the header timeout of the
+    //   connection's start, as nginx's `client_header_timeout` counts it. hyper's own
+    //   header timeout starts only with the first byte, and nothing bounds the wait
+    //   for it: a client that finished the TLS handshake and then kept silent would
+    //   hold its connection (and a descriptor) for good;
+    // - then the connection is closed once no request has started on it for the idle
+    //   timeout (nginx's `keepalive_timeout`): hyper has no such limit, and a client
+    //   could otherwise keep any number of idle keep-alive connections, HTTP/2 ones
+    //   answering pings included. Checked each idle timeout, so it closes between one
+    //   and two of them after the last request started; gracefully, so a response
+    //   still streaming (a long generation) finishes first. The first idle timeout
+    //   counts from the first request.
+    let check = tokio::time::sleep(s.header_timeout);
+    tokio::pin!(check);
     let mut seen = 0;
+    let mut first = true;
     let idled = loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -528,21 +528,21 @@ where
                 }
                 return;
             }
-            _ = asked.notified(), if waiting => {
-                waiting = false;
-                idle.as_mut().reset(tokio::time::Instant::now() + s.idle_timeout);
+            _ = asked.notified(), if first => {
+                first = false;
+                check.as_mut().reset(tokio::time::Instant::now() + s.idle_timeout);
             }
-            _ = first.as_mut(), if waiting => {
-                tracing::debug!(target: "webui::proxy", "no request within the header timeout; closing");
-                return;
-            }
-            _ = idle.as_mut(), if !waiting => {
+            _ = check.as_mut() => {
                 let now = started.load(Ordering::Relaxed);
+                if now == 0 {
+                    tracing::debug!(target: "webui::proxy", "no request within the header timeout; closing");
+                    return;
+                }
                 if now == seen {
                     break true;
                 }
                 seen = now;
-                idle.as_mut().reset(tokio::time::Instant::now() + s.idle_timeout);
+                check.as_mut().reset(tokio::time::Instant::now() + s.idle_timeout);
             }
             _ = s.shutdown.cancelled() => break false,
         }
@@ -558,7 +558,7 @@ where
     // activation the next process takes over only what was not accepted yet). Let its
     // first request arrive, briefly, then finish what is in flight (open streams
     // included) and accept nothing new.
-    if waiting {
+    if started.load(Ordering::Relaxed) == 0 {
         tokio::select! {
             _ = asked.notified() => {}
             _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}

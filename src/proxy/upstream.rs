@@ -197,18 +197,13 @@ impl Pool {
                     (h1::Conn::new(stream), None)
                 }
             };
-            match conn.send(&head, head_request).await {
-                Ok((parts, mut body)) => {
-                    body.set_home(Home {
-                        pool: self.clone(),
-                        to: to.clone(),
-                    });
-                    return Ok(Response::from_parts(
-                        parts,
-                        UpstreamBody {
-                            inner: Inner::Plain(body),
-                        },
-                    ));
+            let home = Home {
+                pool: self.clone(),
+                to: to.clone(),
+            };
+            match conn.send(&head, head_request, home).await {
+                Ok((parts, body)) => {
+                    return Ok(Response::from_parts(parts, UpstreamBody::Plain(body)));
                 }
                 // The pooled connection was closed under the request: never read
                 // by the upstream when even the head could not be written, and
@@ -258,12 +253,7 @@ impl Pool {
                     if body.inner.is_end_stream() {
                         body.release();
                     }
-                    return Ok(Response::from_parts(
-                        parts,
-                        UpstreamBody {
-                            inner: Inner::Hyper(body),
-                        },
-                    ));
+                    return Ok(Response::from_parts(parts, UpstreamBody::Hyper(body)));
                 }
                 Err(mut e) => match (e.take_message(), replay) {
                     // Not sent: the pooled connection had been closed meanwhile.
@@ -284,13 +274,13 @@ impl Pool {
     fn checkout(&self, to: &Authority) -> Option<(http1::SendRequest<Body>, Duration)> {
         // Closed (or, which does not happen once a response was read to its end,
         // still busy) connections are dropped.
-        self.take_idle(to, |idles| &mut idles.hyper, |tx, _| tx.is_ready())
+        self.take_idle(to, |idles| &mut idles.hyper, http1::SendRequest::is_ready)
     }
 
     /// The same for `h1`'s connections: one the upstream closed while it was idle
     /// is dropped.
     fn checkout_plain(&self, to: &Authority) -> Option<(h1::Conn, Duration)> {
-        self.take_idle(to, |idles| &mut idles.plain, |conn, _| conn.is_open())
+        self.take_idle(to, |idles| &mut idles.plain, h1::Conn::is_open)
     }
 
     /// The idle `h1` connection to `to` that the next request would get.
@@ -303,19 +293,19 @@ impl Pool {
         &self,
         to: &Authority,
         list: impl FnOnce(&mut Idles) -> &mut Vec<Idle<C>>,
-        usable: impl Fn(&mut C, Duration) -> bool,
+        usable: impl Fn(&C) -> bool,
     ) -> Option<(C, Duration)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = list(&mut idle.iter_mut().find(|(a, _)| a == to)?.1);
         let now = Instant::now();
-        while let Some(mut c) = list.pop() {
+        while let Some(c) = list.pop() {
             let idle_for = now.duration_since(c.since);
             if idle_for >= IDLE_TIMEOUT {
                 // Everything before it is older still.
                 list.clear();
                 return None;
             }
-            if usable(&mut c.conn, idle_for) {
+            if usable(&c.conn) {
                 return Some((c.conn, idle_for));
             }
         }
@@ -483,12 +473,10 @@ struct Back {
 /// An upstream response body. Read to its end, it hands its connection back to the
 /// pool; dropped before that, the connection is closed (what was left of the response
 /// can not be told from the next one).
-pub struct UpstreamBody {
-    inner: Inner,
-}
-
-enum Inner {
+pub enum UpstreamBody {
+    /// From hyper's client (a request with a body, or an upgrade).
     Hyper(HyperBody),
+    /// From `h1` (a request without a body).
     Plain(h1::Body),
 }
 
@@ -500,29 +488,29 @@ impl HttpBody for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, super::BoxError>>> {
-        match &mut self.get_mut().inner {
-            Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Inner::Plain(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Plain(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Hyper(b) => b.is_end_stream(),
-            Inner::Plain(b) => b.is_end_stream(),
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Plain(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Hyper(b) => b.size_hint(),
-            Inner::Plain(b) => b.size_hint(),
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Plain(b) => b.size_hint(),
         }
     }
 }
 
 /// A response body from hyper's client connection.
-struct HyperBody {
+pub struct HyperBody {
     inner: Incoming,
     back: Option<Back>,
 }
