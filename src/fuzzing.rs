@@ -128,7 +128,7 @@ pub fn headers(data: &[u8]) {
         );
     }
 
-    headers::set_forwarded(&mut h, Peer { ip, proto }, host.as_ref(), &trusted);
+    headers::set_forwarded(&mut h, &Peer::new(ip, proto), host.as_ref(), &trusted);
     let peer = unmapped(ip).to_string();
     let one = |name: &str| -> String {
         let all: Vec<&HeaderValue> = h.get_all(name).iter().collect();

@@ -134,6 +134,49 @@ async fn sse_and_ndjson_arrive_as_emitted_over_http1_and_http2() {
     }
 }
 
+/// Open WebUI's stop button (or a closed tab) drops the stream it is reading. The
+/// request to the upstream must end with it, so Ollama stops generating, over HTTP/1.1
+/// (the connection closes) as over HTTP/2 (only the stream is reset; the connection
+/// carries on, and the next request on it is served).
+#[tokio::test]
+async fn a_client_dropping_a_stream_ends_the_upstream_request_over_http1_and_http2() {
+    let up = standin::spawn().await;
+    let (relay, open_now) = counting_relay(up.addr).await;
+    let state = webui::state_dir();
+    let p = proxy(state.path(), &format!("http://{relay}"), &[]);
+    for http2 in [false, true] {
+        let c = webui::https_client(&webui::local_ca(state.path()), http2);
+        let res = c
+            .get(p.https_url("/sse?n=600&interval_ms=100"))
+            .send()
+            .await
+            .unwrap();
+        let mut body = res.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b"data:"), "the stream started: {first:?}");
+        assert!(open_now() >= 1, "an upstream connection carries the stream");
+        drop(body);
+        // The stream's connection closes when its request ends; an idle pooled one
+        // (the proxy's start, the previous round) is closed after 4 s unused. Without
+        // the cancel, the stream would hold its connection for a minute.
+        let t = Instant::now();
+        while open_now() > 0 && t.elapsed() < Duration::from_secs(8) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            open_now(),
+            0,
+            "the upstream request ended within 8 s of the client dropping the stream (HTTP/2: {http2})"
+        );
+        let res = c.get(p.https_url("/health")).send().await.unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "the same client is served after (HTTP/2: {http2})"
+        );
+    }
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

@@ -31,7 +31,9 @@ static HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // A handle on the request's URI, not a copy of its text.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let html = respond::wants_html(req.headers());
 
     // The served Ollama API (token, CORS) or the site itself.
@@ -40,7 +42,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     if let Some(gate) = &shared.ollama {
         match gate.decide(&mut req) {
             Decision::Site => {}
-            Decision::Answer(res) => return finish(&shared, res, &method, &path, start, None),
+            Decision::Answer(res) => return finish(&shared, res, &method, path, start, None),
             Decision::Forward { cors: c } => {
                 cors = c;
                 routes = gate.routes.as_ref().unwrap_or(&shared.routes);
@@ -51,7 +53,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         Route::Forward(ups) => ups,
         Route::Hold(hold) => {
             let res = respond::hold(&hold, html);
-            return finish(&shared, res, &method, &path, start, None);
+            return finish(&shared, res, &method, path, start, None);
         }
     };
     if let (Some(max), Some(len)) = (shared.max_body, content_length(&req))
@@ -61,7 +63,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             &shared,
             respond::error(ProxyError::BodyTooLarge, html),
             &method,
-            &path,
+            path,
             start,
             None,
         );
@@ -84,7 +86,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             &shared,
             respond::error(ProxyError::BadRequest, html),
             &method,
-            &path,
+            path,
             start,
             None,
         );
@@ -101,7 +103,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
 
     let mut headers = parts.headers;
     headers::strip_hop_by_hop(&mut headers, upgrade);
-    headers::set_forwarded(&mut headers, peer, Some(&host), &shared.trusted_proxies);
+    headers::set_forwarded(&mut headers, &peer, Some(&host), &shared.trusted_proxies);
     headers.insert(header::HOST, host);
 
     // Architecture Invariant: a request is retried on another upstream only when no
@@ -116,7 +118,8 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
     );
     let too_large = Arc::new(AtomicBool::new(false));
     let body: Body = match shared.max_body {
-        _ if upgrade => empty_body(),
+        // Nothing to limit or pass on; an empty body is not even allocated.
+        _ if upgrade || body.is_end_stream() => empty_body(),
         Some(max) => Limited {
             inner: body,
             left: max,
@@ -145,7 +148,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
                 &shared,
                 respond::error(ProxyError::BadRequest, html),
                 &method,
-                &path,
+                path,
                 start,
                 None,
             );
@@ -196,7 +199,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
                     &shared,
                     respond::error(ProxyError::UpstreamTimeout, html),
                     &method,
-                    &path,
+                    path,
                     start,
                     None,
                 );
@@ -234,7 +237,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
                 &shared,
                 respond::hold(&hold, html),
                 &method,
-                &path,
+                path,
                 start,
                 None,
             );
@@ -243,7 +246,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             &shared,
             respond::error(failed, html),
             &method,
-            &path,
+            path,
             start,
             None,
         );
@@ -261,7 +264,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         let idle = shared.ws_idle_timeout;
         let open = crate::route::TunnelGuard::new(slot.counts.clone());
         drop(in_flight);
-        let tunnel_path = path.clone();
+        let tunnel_path = path.to_string();
         shared.tracker.spawn(async move {
             tunnel::run(client_upgrade, upstream_upgrade, idle, tunnel_path).await;
             drop(open);
@@ -271,7 +274,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
             parts.headers.append(header::SET_COOKIE, pin);
         }
         let res = Response::from_parts(parts, empty_body());
-        return finish(&shared, res, &method, &path, start, answered_by);
+        return finish(&shared, res, &method, path, start, answered_by);
     }
 
     let (mut parts, body) = res.into_parts();
@@ -290,7 +293,7 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         frame
     });
     let res = Response::from_parts(parts, body.boxed());
-    finish(&shared, res, &method, &path, start, answered_by)
+    finish(&shared, res, &method, path, start, answered_by)
 }
 
 /// At most this many upstreams are tried for one request (each at most once).

@@ -227,7 +227,9 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<http::response::Parts>> {
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| broken("invalid status code"))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the proxy adds to every response (HSTS, nosniff, a cookie, CORS)
+    // without growing the map again.
+    let mut headers = HeaderMap::with_capacity(count + 4);
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| broken("invalid header name in the response"))?;

@@ -90,11 +90,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// What the proxy knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
+    /// The client's address, an IPv4-mapped IPv6 one as IPv4.
     pub ip: IpAddr,
     /// `https` on the TLS listener, `http` otherwise.
     pub proto: &'static str,
+    /// `ip` as a header value, made once per connection (each request of it gets a
+    /// copy of the handle, not of the text).
+    ip_value: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr, proto: &'static str) -> Peer {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let ip_value = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        // Made shared now, so that the requests' copies are reference counts.
+        drop(ip_value.clone());
+        Peer {
+            ip,
+            proto,
+            ip_value,
+        }
+    }
 }
 
 fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
@@ -111,14 +133,11 @@ fn trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
 /// right-most untrusted address in it.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: Peer,
+    peer: &Peer,
     host: Option<&HeaderValue>,
     trusted_nets: &[IpNet],
 ) {
-    let peer_ip = match peer.ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer.ip),
-        v4 => v4,
-    };
+    let peer_ip = peer.ip;
     if trusted(peer_ip, trusted_nets) {
         let chain: Vec<String> = headers
             .get_all(&X_FORWARDED_FOR)
@@ -139,7 +158,10 @@ pub fn set_forwarded(
         set(headers, &X_FORWARDED_FOR, &full.join(", "));
         set(headers, &X_REAL_IP, &real.to_string());
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            set(headers, &X_FORWARDED_PROTO, peer.proto);
+            headers.insert(
+                X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(peer.proto),
+            );
         }
         if !headers.contains_key(&X_FORWARDED_HOST)
             && let Some(h) = host
@@ -149,10 +171,13 @@ pub fn set_forwarded(
         return;
     }
     headers.remove(&FORWARDED);
-    let ip = peer_ip.to_string();
-    set(headers, &X_FORWARDED_FOR, &ip);
-    set(headers, &X_REAL_IP, &ip);
-    set(headers, &X_FORWARDED_PROTO, peer.proto);
+    // insert() replaces every earlier value of the header, spoofed ones included.
+    headers.insert(X_FORWARDED_FOR.clone(), peer.ip_value.clone());
+    headers.insert(X_REAL_IP.clone(), peer.ip_value.clone());
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(peer.proto),
+    );
     match host {
         Some(h) => {
             headers.insert(X_FORWARDED_HOST.clone(), h.clone());
@@ -185,10 +210,12 @@ mod tests {
         h
     }
 
-    const PEER: Peer = Peer {
-        ip: IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)),
-        proto: "https",
-    };
+    fn peer() -> Peer {
+        Peer::new(
+            IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 7)),
+            "https",
+        )
+    }
 
     #[test]
     fn spoofed_forwarded_headers_are_replaced() {
@@ -201,7 +228,7 @@ mod tests {
             ("forwarded", "for=1.2.3.4"),
         ]);
         let host = HeaderValue::from_static("chat.example.com");
-        set_forwarded(&mut h, PEER, Some(&host), &[]);
+        set_forwarded(&mut h, &peer(), Some(&host), &[]);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "198.51.100.7");
         assert_eq!(h["x-real-ip"], "198.51.100.7");
@@ -220,7 +247,7 @@ mod tests {
             "10.0.0.0/8".parse().unwrap(),
             "198.51.100.0/24".parse().unwrap(),
         ];
-        set_forwarded(&mut h, PEER, None, &nets);
+        set_forwarded(&mut h, &peer(), None, &nets);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.3, 198.51.100.7");
         assert_eq!(h["x-real-ip"], "203.0.113.9");
     }

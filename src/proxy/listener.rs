@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::headers::Peer;
+use super::streams::{Exec, WithStreams};
 use super::{Shared, forward, plain};
 use crate::config::ProxySettings;
 use crate::error::UserError;
@@ -206,7 +207,7 @@ struct Worker {
 /// What a worker thread serves its connections with.
 struct Serving {
     shared: Arc<Shared>,
-    builder: auto::Builder<TokioExecutor>,
+    max_header_size: usize,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
     header_timeout: Duration,
@@ -236,7 +237,7 @@ pub(super) async fn serve(
     for i in 0..settings.proxy_workers {
         let serving = Arc::new(Serving {
             shared: Arc::new(shared.for_worker(settings)),
-            builder: server_builder(settings),
+            max_header_size: settings.max_header_size,
             acceptor: acceptor.clone(),
             handshake_timeout: settings.handshake_timeout,
             header_timeout: settings.header_timeout,
@@ -280,18 +281,19 @@ pub(super) async fn serve(
     Ok(())
 }
 
-fn server_builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// One connection's server, with `exec` running its HTTP/2 streams (see `streams`).
+fn server_builder(s: &Serving, exec: Exec) -> auto::Builder<Exec> {
+    let mut builder = auto::Builder::new(exec);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
-        .max_buf_size(settings.max_header_size)
+        .header_read_timeout(s.header_timeout)
+        .max_buf_size(s.max_header_size)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header_size as u32)
+        .max_header_list_size(s.max_header_size as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(250)
         // HTTP/2 rapid reset (CVE-2023-44487): a client opening and cancelling streams
@@ -391,17 +393,14 @@ async fn serve_https(stream: TcpStream, peer: SocketAddr, s: &Serving) {
         tracing::info!(target: "webui::acme", %peer, "answered TLS-ALPN-01 challenge");
         return;
     }
-    let peer = Peer {
-        ip: peer.ip(),
-        proto: "https",
-    };
+    let peer = Peer::new(peer.ip(), "https");
     let shared = s.shared.clone();
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         // Boxed: an HTTP/2 stream is a task of its own, and a small task is cheap to
         // spawn and to finish (the request future is not copied with it). `map`, not
         // an `async` block around it, which would hold the arguments a second time.
-        Box::pin(forward::handle(shared, req, peer).map(infallible))
+        Box::pin(forward::handle(shared, req, peer.clone()).map(infallible))
     });
     serve_conn(s, TokioIo::new(tls), svc).await;
 }
@@ -501,7 +500,9 @@ where
             hyper::service::Service::call(&svc, req)
         })
     };
-    let conn = s.builder.serve_connection_with_upgrades(io, svc);
+    let exec = Exec::default();
+    let builder = server_builder(s, exec.clone());
+    let conn = WithStreams::new(builder.serve_connection_with_upgrades(io, svc), &exec);
     tokio::pin!(conn);
     // One timer, checked against the requests started:
     // - the first request's head must be in within the header timeout of the
@@ -549,7 +550,7 @@ where
     };
     if idled {
         tracing::debug!(target: "webui::proxy", "no new request within the idle timeout; closing");
-        conn.as_mut().graceful_shutdown();
+        conn.as_mut().conn().graceful_shutdown();
         let _ = conn.await;
         return;
     }
@@ -565,6 +566,6 @@ where
             _ = conn.as_mut() => return,
         }
     }
-    conn.as_mut().graceful_shutdown();
+    conn.as_mut().conn().graceful_shutdown();
     let _ = conn.await;
 }

@@ -27,6 +27,7 @@ mod inherited;
 mod listener;
 mod plain;
 pub mod respond;
+mod streams;
 mod tunnel;
 mod upstream;
 
