@@ -510,4 +510,37 @@ async fn updates_keep_their_newest_backups_and_never_remove_a_manual_one() {
     let left = names();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(manual.exists(), "{left:?}");
+
+    // The same from webui.toml, without the flag; a bad value there names its line and
+    // changes nothing.
+    let config = state.path().join("webui.toml");
+    let update_by_config = |tag: &str| {
+        std::thread::sleep(Duration::from_millis(1100));
+        let image = format!("{repo}:{tag}");
+        run(state.path(), &p, &["update", "--image", &image])
+    };
+    std::fs::write(&config, "# kept by the operator\nkeep_backups = 0\n").unwrap();
+    let f = update_by_config("v1");
+    assert_eq!(code(&f), 1, "{}", both(&f));
+    assert!(
+        f.stderr.contains("`keep_backups` on line 2") && f.stderr.contains("1 or more"),
+        "{}",
+        both(&f)
+    );
+    assert_eq!(names(), left, "a refused update touches no backup");
+    assert!(text(port, "/api/version").await.contains("v2"));
+    std::fs::write(&config, "keep_backups = \"all\"\n").unwrap();
+    let f = update_by_config("v1");
+    assert_eq!(code(&f), 0, "{}", both(&f));
+    assert_eq!(names().len(), 3, "`all` in the file keeps every one");
+    std::fs::write(&config, "keep_backups = 1\n").unwrap();
+    let f = update_by_config("v2");
+    assert_eq!(code(&f), 0, "{}", both(&f));
+    assert!(
+        f.stdout.contains("removed 2 older update backups"),
+        "{}",
+        both(&f)
+    );
+    assert_eq!(names().len(), 2, "{:?}", names());
+    assert!(manual.exists());
 }

@@ -101,7 +101,16 @@ pub async fn run(global: &GlobalArgs, cmd: &UpdateCmd, printer: Printer) -> anyh
     let paths = Paths::resolve(global);
     let project = Project::resolve(global.project.as_deref())?;
     let timeout = super::restore::health_timeout(cmd.health_timeout.as_deref(), &paths)?;
-    let keep = keep_backups(cmd.keep_backups.as_deref())?;
+    let keep = match &cmd.keep_backups {
+        Some(flag) => keep_backups(Some(flag))?,
+        None => {
+            // A config file that does not parse is `up`'s to report; here it only
+            // means no setting from it.
+            let file = paths.load_file().unwrap_or_default();
+            let from_file = file.keep_backups.as_ref().map(|v| v.as_flag_value());
+            keep_backups(from_file.as_deref()).map_err(|e| file.blame(e))?
+        }
+    };
     let files = super::backup::state_files(&paths, &project);
     let state = files.project.clone();
     let docker = docker::connect().await?;
@@ -503,8 +512,8 @@ fn record_success(
     removed
 }
 
-/// `--keep-backups`: a number of backups (1 or more), or `all` (`None`); 3 when not
-/// given.
+/// `--keep-backups` (or `keep_backups` in the config file): a number of backups (1 or
+/// more), or `all` (`None`); 3 when not given.
 fn keep_backups(flag: Option<&str>) -> anyhow::Result<Option<usize>> {
     let Some(v) = flag else {
         return Ok(Some(DEFAULT_KEEP_BACKUPS));
@@ -515,7 +524,7 @@ fn keep_backups(flag: Option<&str>) -> anyhow::Result<Option<usize>> {
     match v.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(Some(n)),
         _ => Err(UserError::new(format!(
-            "--keep-backups takes a number of backups (1 or more) or `all`, not `{v}`"
+            "--keep-backups `{v}` is not a number of backups (1 or more) or `all`"
         ))
         .hint("e.g. --keep-backups 5; `all` never removes an update's backup")
         .into()),

@@ -63,12 +63,37 @@ pub struct FileConfig {
     pub replicas: Option<u32>,
     pub postgres_image: Option<String>,
     pub redis_image: Option<String>,
+    // `webui update`
+    pub keep_backups: Option<CountOrAll>,
     // `webui version --check`
     pub release_url: Option<String>,
     /// The file this came from and the keys it set, so a bad value can be traced
     /// back to its line ([`FileConfig::blame`]). Not a key.
     #[serde(skip)]
     pub source: Source,
+}
+
+/// A count written as a number, or a word such as `all` (`keep_backups = 5`,
+/// `keep_backups = "all"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+// The message starts as serde's own type errors do, so it gets their hint.
+#[serde(
+    untagged,
+    expecting = "invalid type: keep_backups takes a number, or \"all\""
+)]
+pub enum CountOrAll {
+    Count(i64),
+    Word(String),
+}
+
+impl CountOrAll {
+    /// As it would be given on the command line.
+    pub fn as_flag_value(&self) -> String {
+        match self {
+            CountOrAll::Count(n) => n.to_string(),
+            CountOrAll::Word(w) => w.clone(),
+        }
+    }
 }
 
 /// Where a [`FileConfig`] was read from: the file and each key with its line (1-based,
@@ -235,6 +260,12 @@ mod tests {
         assert!(hint("upstrem = \"x\"\n").contains("long flag name"));
         assert!(hint("upstream = \"x\"\nupstream = \"y\"\n").contains("appear once"));
         assert!(hint("no_http = \"yes\"\n").contains("true or false"));
+        let count = hint("keep_backups = true\n");
+        assert!(
+            count.contains("keep_backups takes a number, or \"all\""),
+            "{count}"
+        );
+        assert!(count.contains("numbers without quotes"), "{count}");
         assert!(hint("upstream = \"x\n").contains("fix the TOML at that line"));
     }
 
