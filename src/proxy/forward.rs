@@ -116,16 +116,21 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
         parts.method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     );
-    let too_large = Arc::new(AtomicBool::new(false));
+    // Set when the body outgrows --max-body on its way (only a limited body has one).
+    let mut too_large = None;
     let body: Body = match shared.max_body {
         // Nothing to limit or pass on; an empty body is not even allocated.
         _ if upgrade || body.is_end_stream() => empty_body(),
-        Some(max) => Limited {
-            inner: body,
-            left: max,
-            tripped: too_large.clone(),
+        Some(max) => {
+            let tripped = Arc::new(AtomicBool::new(false));
+            too_large = Some(tripped.clone());
+            Limited {
+                inner: body,
+                left: max,
+                tripped,
+            }
+            .boxed()
         }
-        .boxed(),
         None => body.map_err(BoxError::from).boxed(),
     };
     let mut body = Some(body);
@@ -205,7 +210,10 @@ pub async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: Peer)
                 );
             }
             Some(Err(e)) => {
-                failed = if too_large.load(Ordering::Relaxed) {
+                failed = if too_large
+                    .as_ref()
+                    .is_some_and(|t| t.load(Ordering::Relaxed))
+                {
                     ProxyError::BodyTooLarge
                 } else {
                     classify(&e)
