@@ -30,6 +30,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
+
+use crate::error::UserError;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -133,13 +135,31 @@ pub async fn host_gateway(docker: &bollard::Docker) -> anyhow::Result<IpAddr> {
     let n = docker.inspect_network("bridge", None).await.map_err(|e| {
         anyhow::Error::new(e).context("cannot inspect Docker's default bridge network")
     })?;
-    n.ipam
-        .and_then(|i| i.config)
-        .unwrap_or_default()
+    let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+    ipv4_gateway(&configs).ok_or_else(|| {
+        UserError::new("Docker's default bridge network has no IPv4 subnet, so Open WebUI's container cannot reach the Ollama forwarder on this host")
+            .hint("check `docker network inspect bridge`; dockerd must not run with `--bridge=none` (or `\"bridge\": \"none\"` in /etc/docker/daemon.json)")
+            .into()
+    })
+}
+
+/// The bridge's IPv4 gateway from its IPAM configuration: the one given, else the
+/// first host of its subnet, which is where Docker puts the gateway when none is
+/// configured. Debian 12's dockerd (20.10) does not always report it for the default
+/// bridge: a fresh one answered `"Config": [{"Subnet": "172.17.0.0/16"}]`, with
+/// `docker0` at 172.17.0.1, and `webui up --ollama-url` failed on it. Pure.
+fn ipv4_gateway(configs: &[bollard::models::IpamConfig]) -> Option<IpAddr> {
+    let given = configs
         .iter()
         .filter_map(|c| c.gateway.as_deref()?.parse::<IpAddr>().ok())
-        .find(IpAddr::is_ipv4)
-        .ok_or_else(|| anyhow::anyhow!("Docker's default bridge network has no IPv4 gateway"))
+        .find(IpAddr::is_ipv4);
+    given.or_else(|| {
+        configs
+            .iter()
+            .filter_map(|c| c.subnet.as_deref()?.parse::<ipnet::Ipv4Net>().ok())
+            .find_map(|net| net.hosts().next())
+            .map(IpAddr::V4)
+    })
 }
 
 /// Binds on `ip`, on the project's recorded port when it is free, else on a new one
@@ -318,5 +338,31 @@ mod tests {
         assert_eq!(target_path(&base, &c), "/ollama/api/tags?x=1");
         let base: Uri = "https://m.example.com".parse().unwrap();
         assert_eq!(target_path(&base, &c), "/api/tags?x=1");
+    }
+
+    fn ipam(subnet: Option<&str>, gateway: Option<&str>) -> bollard::models::IpamConfig {
+        bollard::models::IpamConfig {
+            subnet: subnet.map(str::to_string),
+            gateway: gateway.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_bridge_gateway_is_the_given_one_else_the_subnets_first_host() {
+        // As a fresh dockerd reports it, with an IPv6 subnet beside it.
+        let both = [
+            ipam(Some("fd00::/64"), Some("fd00::1")),
+            ipam(Some("172.17.0.0/16"), Some("172.17.0.1")),
+        ];
+        assert_eq!(ipv4_gateway(&both), Some("172.17.0.1".parse().unwrap()));
+        // A configured `bip` that is not the first host is taken as given.
+        let bip = [ipam(Some("10.5.0.0/24"), Some("10.5.0.9"))];
+        assert_eq!(ipv4_gateway(&bip), Some("10.5.0.9".parse().unwrap()));
+        // As Debian 12's dockerd may report it: the subnet only.
+        let bare = [ipam(Some("172.17.0.0/16"), None)];
+        assert_eq!(ipv4_gateway(&bare), Some("172.17.0.1".parse().unwrap()));
+        assert_eq!(ipv4_gateway(&[ipam(Some("fd00::/64"), None)]), None);
+        assert_eq!(ipv4_gateway(&[]), None);
     }
 }
