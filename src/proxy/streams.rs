@@ -31,9 +31,8 @@ const ROUNDS: usize = 8;
 
 #[derive(Default)]
 struct Inbox {
+    /// Emptied in place, so it keeps its storage (no allocation per stream).
     queue: Mutex<Vec<Task>>,
-    /// The emptied queue's storage, kept for the next stream (no allocation per one).
-    spare: Mutex<Vec<Task>>,
     /// Set while the connection is being polled: what is queued then is picked up
     /// before the poll returns, without waking the task.
     polling: AtomicBool,
@@ -43,15 +42,12 @@ struct Inbox {
 impl Inbox {
     /// Moves what was queued into `streams`; false when nothing was.
     fn drain_into(&self, streams: &mut FuturesUnordered<Task>) -> bool {
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::swap(
-            &mut *spare,
-            &mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()),
-        );
-        if spare.is_empty() {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.is_empty() {
             return false;
         }
-        streams.extend(spare.drain(..));
+        // Pushing onto the set runs nothing, so nothing can queue meanwhile.
+        streams.extend(queue.drain(..));
         true
     }
 }
