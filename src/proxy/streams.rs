@@ -12,16 +12,21 @@
 //! hyper calls the executor from inside the connection's poll (a new stream), or a
 //! stream's (an extended CONNECT tunnel, which the proxy does not enable); the inbox
 //! is emptied into the stream set after each, so nothing waits for another wake-up.
+//!
+//! A stream that panics ends alone, as a task of its own would: the panic is caught
+//! at the stream, logged, and the connection's other streams go on.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use futures_util::task::AtomicWaker;
+use futures_util::{FutureExt, StreamExt};
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -63,14 +68,32 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, fut: F) {
+        let stream = async move {
+            if let Err(panic) = AssertUnwindSafe(fut).catch_unwind().await {
+                tracing::error!(
+                    "an HTTP/2 stream panicked ({}); the connection's other streams go on",
+                    panic_message(&*panic)
+                );
+            }
+        };
         self.inbox
             .queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Box::pin(fut));
+            .push(Box::pin(stream));
         if !self.inbox.polling.load(Ordering::Acquire) {
             self.inbox.waker.wake();
         }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "no message"
     }
 }
 
@@ -145,5 +168,44 @@ impl<C: Future<Output = O>, O> Future for WithStreams<C, O> {
             return Poll::Ready(out);
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Executor;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn a_panicking_stream_ends_alone() {
+        let exec = Exec::default();
+        let served = Arc::new(AtomicUsize::new(0));
+        let (end_conn, conn_ended) = tokio::sync::oneshot::channel::<()>();
+        let conn = WithStreams::new(
+            async move {
+                let _ = conn_ended.await;
+                "conn done"
+            },
+            &exec,
+        );
+        exec.execute(async { panic!("a bug in one stream") });
+        for _ in 0..3 {
+            let served = served.clone();
+            exec.execute(async move {
+                tokio::task::yield_now().await;
+                served.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let _ = end_conn.send(());
+        let out = tokio::time::timeout(std::time::Duration::from_secs(5), conn)
+            .await
+            .expect("the connection ends once its streams have");
+        assert_eq!(out, "conn done");
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            3,
+            "the other streams finished"
+        );
     }
 }
