@@ -584,7 +584,7 @@ pub struct UpCmd {
     /// Run only Ollama (no Open WebUI) and serve its API on --domain, protected by a
     /// bearer token (`webui token show`); with --ollama-url, front that Ollama instead
     #[arg(long, env = "WEBUI_OLLAMA_ONLY", num_args = 0..=1, default_missing_value = "true",
-          conflicts_with_all = ["ollama", "image", "version", "openai_url", "openai_key_file", "ollama_token", "ollama_token_file"])]
+          conflicts_with_all = ["ollama", "image", "version", "openai_url", "openai_key_file", "ollama_token", "ollama_token_file", "ollama_ca"])]
     pub ollama_only: Option<bool>,
 
     /// With --ollama: also serve the bundled Ollama's API on this name, token-protected
@@ -615,6 +615,11 @@ pub struct UpCmd {
     /// File holding the bearer token for --ollama-url
     #[arg(long, env = "WEBUI_OLLAMA_TOKEN_FILE", value_name = "FILE")]
     pub ollama_token_file: Option<PathBuf>,
+
+    /// CA certificate (PEM) to trust for --ollama-url besides the system's, e.g. the
+    /// `<state-dir>/ca/ca.pem` of a `--self-signed` Ollama server
+    #[arg(long, env = "WEBUI_OLLAMA_CA", value_name = "FILE")]
+    pub ollama_ca: Option<PathBuf>,
 
     /// An OpenAI-compatible API, e.g. https://api.openai.com/v1
     #[arg(long, env = "WEBUI_OPENAI_URL", value_name = "URL")]

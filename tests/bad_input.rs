@@ -454,6 +454,47 @@ fn bad_flag_values_and_combinations_exit_1_with_the_right_form() {
     }
 }
 
+/// `--ollama-ca` (the CA of a `--self-signed` Ollama server on another box): without a
+/// token it has nothing to do, and a file that is not a CA certificate is named.
+#[test]
+fn a_bad_ollama_ca_is_refused_before_anything_starts() {
+    let state = webui::state_dir();
+    let s = state.path();
+    let files = tempfile::tempdir().unwrap();
+    let token = files.path().join("ollama.token");
+    std::fs::write(&token, "t0k\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+    let not_pem = files.path().join("ca.txt");
+    std::fs::write(&not_pem, "copy ca.pem from the GPU box here\n").unwrap();
+    let missing = files.path().join("missing.pem");
+    let (token, not_pem, missing) = (
+        token.to_str().unwrap(),
+        not_pem.to_str().unwrap(),
+        missing.to_str().unwrap(),
+    );
+    let url = ["up", "--ollama-url", "https://models.example.com"];
+    refused(
+        s,
+        &with(&url, &["--ollama-ca", not_pem]),
+        &["--ollama-ca", "--ollama-token-file"],
+        true,
+    );
+    let with_token = with(&url, &["--ollama-token-file", token]);
+    refused(
+        s,
+        &with(&with_token, &["--ollama-ca", not_pem]),
+        &[not_pem, "holds no certificate"],
+        true,
+    );
+    refused(
+        s,
+        &with(&with_token, &["--ollama-ca", missing]),
+        &[missing, "cannot read --ollama-ca"],
+        true,
+    );
+}
+
 #[test]
 fn valid_but_unusual_domains_are_normalised() {
     // `X.COM.` and an IDN are names, written the way certificates need them.

@@ -282,10 +282,13 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
     let (status, _) = get(&c, &tags, Some(&new)).await;
     assert_eq!(status, 200);
 
-    // The UI server: a second `webui up` (same host, so the same local CA) reaches it
-    // over HTTPS with the token, through its forwarder.
+    // The UI server: a second `webui up`, on a state dir of its own as on another box,
+    // reaches it over HTTPS with the token, through its forwarder, trusting the GPU
+    // box's local CA with --ollama-ca.
     let ui = Cleanup::new("oll-ui");
-    let token_file = state.path().join("remote.token");
+    let ui_state = webui::state_dir();
+    let gpu_ca = state.path().join("ca").join("ca.pem");
+    let token_file = ui_state.path().join("remote.token");
     std::fs::write(&token_file, format!("{new}\n")).unwrap();
     std::fs::set_permissions(
         &token_file,
@@ -295,7 +298,7 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
     let remote = format!("https://localhost:{}", addr.port());
     let port = free_port().to_string();
     let u = start(
-        state.path(),
+        ui_state.path(),
         &ui.name,
         &[
             "--image",
@@ -306,10 +309,18 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
             &remote,
             "--ollama-token-file",
             token_file.to_str().unwrap(),
+            "--ollama-ca",
+            gpu_ca.to_str().unwrap(),
         ],
     );
     wait_for(&u, "Open WebUI is ready at");
-    let uc = client(state.path(), &[], u.https[0]);
+    assert!(
+        u.output_text()
+            .contains(&format!("the Ollama at {remote} answers with the token")),
+        "up checks the remote Ollama with the token: {}",
+        u.output_text()
+    );
+    let uc = client(ui_state.path(), &[], u.https[0]);
     let (status, base_url) = get(&uc, &u.https_url("/env?name=OLLAMA_BASE_URL"), None).await;
     assert_eq!(status, 200);
     assert!(
@@ -338,10 +349,10 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
         &ui.n("open-webui"),
     ]);
     assert!(!env.contains(&new), "token in the container's environment");
-    let st = run(state.path(), &ui, &["status", "--json"]);
+    let st = run(ui_state.path(), &ui, &["status", "--json"]);
     assert!(!st.stdout.contains(&new) && !st.stderr.contains(&new));
     assert!(!u.output_text().contains(&new), "token in up's output");
-    let stored = state
+    let stored = ui_state
         .path()
         .join("projects")
         .join(&ui.name)

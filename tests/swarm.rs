@@ -467,6 +467,17 @@ fn swarm_refuses_a_loopback_listen_address_and_flags_that_do_not_fit() {
             vec!["up", "--swarm", "--network", "host"],
             "does not go with --swarm",
         ),
+        (
+            vec![
+                "up",
+                "--swarm",
+                "--ollama-url",
+                "https://models.example.com",
+                "--ollama-token",
+                "t0k",
+            ],
+            "does not go with --swarm",
+        ),
     ] {
         let mut all = vec!["--project", "t-swarm-refuse"];
         all.extend(args.iter().copied());

@@ -238,6 +238,12 @@ fn refuse_unsupported(cmd: &UpCmd, up: &upcfg::UpSettings) -> anyhow::Result<()>
             "run Ollama where the GPUs are and give its address with --ollama-url",
         );
     }
+    if up.ollama_token.is_some() {
+        return no(
+            "a token for --ollama-url (--ollama-token, --ollama-token-file)",
+            "the token is added by a forwarder beside a single-host `webui up`, which swarm tasks on other nodes cannot reach; give the swarm an Ollama its tasks reach without one, or run `webui up` on one host",
+        );
+    }
     if up.network == NetworkMode::Host {
         return no(
             "--network host",

@@ -64,6 +64,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     // `--ollama-domain`: one certificate for both names.
     let proxy_settings = serve::with_ollama_domain(proxy_settings, &up);
     let remote_token = serve::read_remote_token(&up, &printer)?;
+    let remote_ca = serve::read_remote_ca(&up)?;
     let crash_loop = match &cmd.crash_loop {
         Some(s) => CrashLoop::parse(s)?,
         None => CrashLoop::default(),
@@ -217,6 +218,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         extra_env,
         openai_key,
         remote_token,
+        remote_ca,
         shutdown: sup.token().child_token(),
         _ollama_routes: ollama_routes,
     };
@@ -635,6 +637,8 @@ struct Ctx<'a> {
     openai_key: Option<String>,
     /// The remote Ollama's bearer token (`--ollama-token`): sent by the forwarder.
     remote_token: Option<String>,
+    /// `--ollama-ca`: trusted by the forwarder besides the system's CAs.
+    remote_ca: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// Stops what `bring_up` starts besides containers (the Ollama forwarder).
     shutdown: tokio_util::sync::CancellationToken,
     /// Keeps the `--ollama-domain` route table alive for the proxy.
@@ -697,7 +701,16 @@ async fn bring_up(c: &Ctx<'_>) -> anyhow::Result<Ready> {
     }
     let (ollama_url, host_gateway) = match &c.remote_token {
         Some(token) => {
-            serve::start_forwarder(&docker, up, token, c.state, c.shutdown.clone(), printer).await?
+            serve::start_forwarder(
+                &docker,
+                up,
+                token,
+                &c.remote_ca,
+                c.state,
+                c.shutdown.clone(),
+                printer,
+            )
+            .await?
         }
         None => ollama_url(up, printer).await,
     };

@@ -50,6 +50,8 @@ pub struct FileConfig {
     pub ollama: Option<bool>,
     pub ollama_image: Option<String>,
     pub ollama_url: Option<String>,
+    pub ollama_token_file: Option<PathBuf>,
+    pub ollama_ca: Option<PathBuf>,
     pub openai_url: Option<String>,
     pub openai_key_file: Option<PathBuf>,
     pub gpu: Option<String>,

@@ -138,6 +138,9 @@ pub struct UpSettings {
     pub serve_ollama: Option<ServeOllama>,
     /// `--ollama-token` / `--ollama-token-file`: the remote Ollama's bearer token.
     pub ollama_token: Option<TokenSource>,
+    /// `--ollama-ca`: CA certificates (PEM) the forwarder trusts for the remote Ollama,
+    /// besides the system's and the local CA.
+    pub ollama_ca: Option<PathBuf>,
     /// `--replicas`: Open WebUI containers, 1 (today's single one) or more.
     pub replicas: u32,
     /// Images of Postgres and Redis (used with replicas > 1 or a Postgres database).
@@ -256,7 +259,11 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
     let only = cli.ollama_only == Some(true);
     // A token means webui's own forwarder on this host talks to the URL, and so does
     // the proxy in front of a native Ollama: a host-side URL, loopback allowed.
-    let host_side = only || cli.ollama_token.is_some() || cli.ollama_token_file.is_some();
+    // The file's Ollama keys go with the file's choice: the command line's replaces all.
+    let from_file = cli_choice.is_none() && !only;
+    let file_token = from_file && file.ollama_token_file.is_some();
+    let host_side =
+        only || cli.ollama_token.is_some() || cli.ollama_token_file.is_some() || file_token;
     let url_network = if host_side {
         NetworkMode::Host
     } else {
@@ -280,7 +287,7 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
                 ));
             }
             (Some(true), None) => bundled(ollama_image)?,
-            (_, Some(u)) => OllamaMode::Url(service_url("ollama_url", u, network)?),
+            (_, Some(u)) => OllamaMode::Url(service_url("ollama_url", u, url_network)?),
             _ => OllamaMode::ProbeHost,
         },
     };
@@ -291,7 +298,23 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
     }
 
     let serve_ollama = serve_ollama(cli, &ollama)?;
-    let ollama_token = ollama_token(cli, &ollama)?;
+    let ollama_token = ollama_token(cli, file, from_file, &ollama)?;
+    let ollama_ca = match (&cli.ollama_ca, &file.ollama_ca) {
+        (Some(f), _) => Some(f.clone()),
+        (None, Some(f)) if from_file => Some(f.clone()),
+        _ => None,
+    };
+    if ollama_ca.is_some() && ollama_token.is_none() {
+        let what = match cli.ollama_ca {
+            Some(_) => "--ollama-ca",
+            None => "`ollama_ca` in the config file",
+        };
+        return Err(UserError::new(format!(
+            "{what} is for the token-protected Ollama that webui's forwarder reaches (--ollama-url with --ollama-token-file)"
+        ))
+        .hint("webui up --ollama-url https://models.example.com --ollama-token-file /root/ollama.token --ollama-ca /root/models-ca.pem")
+        .into());
+    }
 
     let openai_url = match pick(&cli.openai_url, &file.openai_url) {
         Some(u) => Some(service_url("--openai-url", &u, network)?),
@@ -385,6 +408,7 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
         adopt: cli.adopt,
         serve_ollama,
         ollama_token,
+        ollama_ca,
         replicas,
         postgres_image,
         postgres_image_set,
@@ -475,7 +499,14 @@ pub fn origin(s: &str) -> anyhow::Result<String> {
 
 /// `--ollama-token` / `--ollama-token-file`: only with `--ollama-url`, and never sent in
 /// clear text beyond this host.
-fn ollama_token(cli: &UpCmd, ollama: &OllamaMode) -> anyhow::Result<Option<TokenSource>> {
+/// `ollama_token_file` in the file counts when the file's `ollama_url` is the choice.
+fn ollama_token(
+    cli: &UpCmd,
+    file: &FileConfig,
+    from_file: bool,
+    ollama: &OllamaMode,
+) -> anyhow::Result<Option<TokenSource>> {
+    let file_token = file.ollama_token_file.as_ref().filter(|_| from_file);
     let source = match (&cli.ollama_token, &cli.ollama_token_file) {
         (Some(t), _) if t.trim().is_empty() => {
             return Err(err(
@@ -491,10 +522,19 @@ fn ollama_token(cli: &UpCmd, ollama: &OllamaMode) -> anyhow::Result<Option<Token
         }
         (Some(t), _) => TokenSource::Value(t.trim().to_string()),
         (None, Some(f)) => TokenSource::File(f.clone()),
-        (None, None) => return Ok(None),
+        (None, None) => match file_token {
+            Some(f) => TokenSource::File(f.clone()),
+            None => return Ok(None),
+        },
     };
     let OllamaMode::Url(url) = ollama else {
-        return Err(UserError::new("--ollama-token is for a remote Ollama given with --ollama-url")
+        let what = match (&cli.ollama_token, &cli.ollama_token_file) {
+            (None, None) => {
+                "`ollama_token_file` in the config file is for a remote Ollama given with `ollama_url` there"
+            }
+            _ => "--ollama-token is for a remote Ollama given with --ollama-url",
+        };
+        return Err(UserError::new(what)
             .hint("webui up --ollama-url https://models.example.com --ollama-token-file /root/ollama.token")
             .into());
     };
@@ -833,6 +873,51 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(up(&host, &FileConfig::default()).unwrap().port, 8080);
+    }
+
+    #[test]
+    fn the_files_ollama_token_and_ca_go_with_its_ollama_url() {
+        let f = file(
+            "ollama_url = \"https://models.example.com\"\nollama_token_file = \"/etc/webui/t\"\nollama_ca = \"/etc/webui/ca.pem\"\n",
+        );
+        let s = up(&UpCmd::default(), &f).unwrap();
+        assert_eq!(
+            s.ollama_token,
+            Some(TokenSource::File("/etc/webui/t".into()))
+        );
+        assert_eq!(s.ollama_ca, Some(PathBuf::from("/etc/webui/ca.pem")));
+        // The command line's Ollama choice replaces the file's, token and CA too.
+        let bundled = UpCmd {
+            ollama: Some(true),
+            ..UpCmd::default()
+        };
+        let s = up(&bundled, &f).unwrap();
+        assert_eq!((s.ollama_token, s.ollama_ca), (None, None));
+        // A token flag goes with the file's URL; a CA flag needs a token.
+        let flag = UpCmd {
+            ollama_token_file: Some("/root/t".into()),
+            ..UpCmd::default()
+        };
+        let s = up(&flag, &f).unwrap();
+        assert_eq!(s.ollama_token, Some(TokenSource::File("/root/t".into())));
+        assert_eq!(
+            s.ollama,
+            OllamaMode::Url("https://models.example.com".into())
+        );
+        let lone_ca = UpCmd {
+            ollama_url: Some("https://models.example.com".into()),
+            ollama_ca: Some("/root/ca.pem".into()),
+            ..UpCmd::default()
+        };
+        let m = msg(up(&lone_ca, &FileConfig::default()).unwrap_err());
+        assert!(
+            m.contains("--ollama-ca is for") && m.contains("hint:"),
+            "{m}"
+        );
+        let m = msg(up(&UpCmd::default(), &file("ollama_token_file = \"/t\"\n")).unwrap_err());
+        assert!(m.contains("`ollama_token_file` in the config file"), "{m}");
+        let m = msg(up(&UpCmd::default(), &file("ollama_ca = \"/c\"\n")).unwrap_err());
+        assert!(m.contains("`ollama_ca` in the config file"), "{m}");
     }
 
     #[test]

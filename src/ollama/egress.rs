@@ -31,6 +31,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
 use crate::error::UserError;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -48,20 +51,64 @@ pub struct Remote {
     pub tls: Arc<rustls::ClientConfig>,
 }
 
+/// The certificates of an `--ollama-ca` file: PEM, at least one.
+pub fn read_ca(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let hint = "give a PEM file with the CA certificate that signed the Ollama server's certificate (for a `--self-signed` webui there, its <state-dir>/ca/ca.pem)";
+    let pem = std::fs::read(path).map_err(|e| {
+        UserError::new(format!("cannot read --ollama-ca {}: {e}", path.display())).hint(hint)
+    })?;
+    let mut certs = Vec::new();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| {
+            UserError::new(format!(
+                "--ollama-ca {} is not a valid PEM file: {e}",
+                path.display()
+            ))
+            .hint(hint)
+        })?;
+        certs.push(c);
+    }
+    if certs.is_empty() {
+        return Err(UserError::new(format!(
+            "--ollama-ca {} holds no certificate (no `-----BEGIN CERTIFICATE-----`)",
+            path.display()
+        ))
+        .hint(hint)
+        .into());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, unusable) = roots.add_parsable_certificates(certs.iter().cloned());
+    if unusable > 0 {
+        return Err(UserError::new(format!(
+            "--ollama-ca {}: {unusable} of its {} certificate(s) cannot be used as a trust anchor",
+            path.display(),
+            certs.len()
+        ))
+        .hint(hint)
+        .into());
+    }
+    Ok(certs)
+}
+
 impl Remote {
-    /// Trusts the system's CAs and webui's local CA in `state_dir` (a self-signed
-    /// `--ollama-only` server on the same state dir, or its `ca.pem` copied there).
-    pub fn new(base: &str, token: String, state_dir: &Path) -> anyhow::Result<Self> {
+    /// Trusts the system's CAs, webui's local CA in `state_dir` (a self-signed
+    /// `--ollama-only` server on the same state dir) and `extra` (`--ollama-ca`).
+    pub fn new(
+        base: &str,
+        token: String,
+        state_dir: &Path,
+        extra: &[CertificateDer<'static>],
+    ) -> anyhow::Result<Self> {
         let base: Uri = base.parse()?;
         let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(extra.iter().cloned());
         for path in [
             "/etc/ssl/certs/ca-certificates.crt".into(),
             "/etc/pki/tls/certs/ca-bundle.crt".into(),
             state_dir.join("ca").join("ca.pem"),
         ] {
             if let Ok(pem) = std::fs::read(&path) {
-                for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem).flatten() {
-                    let c: rustls_pki_types::CertificateDer = c;
+                for c in CertificateDer::pem_slice_iter(&pem).flatten() {
                     let _ = roots.add(c);
                 }
             }
@@ -252,10 +299,29 @@ fn target_path(base: &Uri, client: &Uri) -> String {
 }
 
 async fn try_forward(remote: &Remote, req: Request<Incoming>) -> anyhow::Result<Response<Body>> {
+    let (parts, body) = req.into_parts();
+    let mut hdrs = parts.headers;
+    headers::strip_hop_by_hop(&mut hdrs, false);
+    let mut out = Request::new(body.map_err(BoxError::from).boxed());
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = target_path(&remote.base, &parts.uri).parse()?;
+    *out.headers_mut() = hdrs;
+    let res = exchange(remote, out).await?;
+    let (mut parts, body) = res.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed(),
+    ))
+}
+
+/// Connects to the remote server (TLS for https) and sends `req` (origin-form target)
+/// with its `Host` and the token, replacing any `Authorization` it had.
+async fn exchange(remote: &Remote, mut req: Request<Body>) -> Result<Response<Incoming>, Failure> {
     let host = remote
         .base
         .host()
-        .ok_or_else(|| anyhow::anyhow!("--ollama-url has no host"))?
+        .ok_or_else(|| Failure::Other(anyhow::anyhow!("--ollama-url has no host")))?
         .trim_matches(['[', ']'])
         .to_string();
     let https = remote.base.scheme_str() == Some("https");
@@ -263,48 +329,193 @@ async fn try_forward(remote: &Remote, req: Request<Incoming>) -> anyhow::Result<
         .base
         .port_u16()
         .unwrap_or(if https { 443 } else { 80 });
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
         .await
-        .map_err(|_| anyhow::anyhow!("connecting to {host}:{port} timed out"))??;
-    tcp.set_nodelay(true)?;
+    {
+        Err(_) => {
+            return Err(Failure::Connect(format!(
+                "connecting to {host}:{port} timed out"
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(Failure::Connect(format!(
+                "cannot connect to {host}:{port}: {e}"
+            )));
+        }
+        Ok(Ok(tcp)) => tcp,
+    };
+    tcp.set_nodelay(true)
+        .map_err(|e| Failure::Other(e.into()))?;
 
-    let (parts, body) = req.into_parts();
-    let mut hdrs = parts.headers;
-    headers::strip_hop_by_hop(&mut hdrs, false);
-    hdrs.remove(header::AUTHORIZATION);
     let authority = remote
         .base
         .authority()
         .map(|a| a.as_str().to_string())
         .unwrap_or_else(|| host.clone());
-    hdrs.insert(header::HOST, HeaderValue::from_str(&authority)?);
+    let hdrs = req.headers_mut();
+    let bad = |e: http::header::InvalidHeaderValue| Failure::Other(e.into());
+    hdrs.insert(
+        header::HOST,
+        HeaderValue::from_str(&authority).map_err(bad)?,
+    );
     hdrs.insert(
         header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {}", remote.token))?,
+        HeaderValue::from_str(&format!("Bearer {}", remote.token)).map_err(bad)?,
     );
-    let mut out = Request::new(body.map_err(BoxError::from).boxed());
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = target_path(&remote.base, &parts.uri).parse()?;
-    *out.headers_mut() = hdrs;
 
-    let res = if https {
-        let name = rustls_pki_types::ServerName::try_from(host.clone())?;
-        let tls = tokio::time::timeout(
+    let sent = if https {
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| Failure::Other(e.into()))?;
+        let tls = match tokio::time::timeout(
             CONNECT_TIMEOUT,
             tokio_rustls::TlsConnector::from(remote.tls.clone()).connect(name, tcp),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("TLS handshake with {host}:{port} timed out"))??;
-        send(TokioIo::new(tls), out).await?
+        {
+            Err(_) => {
+                return Err(Failure::Tls(format!(
+                    "the TLS handshake with {host}:{port} timed out"
+                )));
+            }
+            Ok(Err(e)) => return Err(Failure::tls(&host, port, e)),
+            Ok(Ok(tls)) => tls,
+        };
+        send(TokioIo::new(tls), req).await
     } else {
-        send(TokioIo::new(tcp), out).await?
+        send(TokioIo::new(tcp), req).await
     };
-    let (mut parts, body) = res.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, false);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed(),
-    ))
+    sent.map_err(Failure::Other)
+}
+
+/// Why a request did not reach the remote Ollama: the three cases `webui up` tells
+/// apart when it checks the server.
+#[derive(Debug)]
+enum Failure {
+    /// No TCP connection (address, port, firewall, server down).
+    Connect(String),
+    /// The TLS handshake failed (a name the certificate does not cover, expired, ...).
+    Tls(String),
+    /// The TLS handshake failed on a certificate whose issuer is not trusted here.
+    TlsUntrusted(String),
+    Other(anyhow::Error),
+}
+
+impl Failure {
+    fn tls(host: &str, port: u16, e: std::io::Error) -> Failure {
+        let rustls_err = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        let what = format!("the TLS handshake with {host}:{port} failed: {e}");
+        match rustls_err {
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature,
+            )) => Failure::TlsUntrusted(what),
+            _ => Failure::Tls(what),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(s) | Failure::Tls(s) | Failure::TlsUntrusted(s) => f.write_str(s),
+            Failure::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What `webui up` found when it asked the remote Ollama for its version, with the
+/// token, as the forwarder will ask it everything else.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// It answered; the version it gave, if any.
+    Answers(Option<String>),
+    /// Something is wrong: what, and what to do.
+    Problem { what: String, hint: String },
+}
+
+/// Asks `GET <base>/api/version` with the token (at most [`CONNECT_TIMEOUT`] per step).
+pub async fn check(remote: &Remote) -> Check {
+    let mut req = Request::new(crate::proxy::empty_body());
+    let path = target_path(&remote.base, &Uri::from_static("/api/version"));
+    match path.parse() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => {
+            return Check::Problem {
+                what: format!("--ollama-url gives no usable path: {e}"),
+                hint: "write it like https://models.example.com".into(),
+            };
+        }
+    }
+    let url = remote.base.to_string();
+    let url = url.trim_end_matches('/');
+    let asked = tokio::time::timeout(CONNECT_TIMEOUT * 2, async {
+        let res = exchange(remote, req).await?;
+        let status = res.status();
+        let body = tokio::time::timeout(CONNECT_TIMEOUT, res.into_body().collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, Failure>((status, body))
+    })
+    .await;
+    let (status, body) = match asked {
+        Err(_) => {
+            return Check::Problem {
+                what: format!(
+                    "the Ollama at {url} did not answer within {}s",
+                    CONNECT_TIMEOUT.as_secs() * 2
+                ),
+                hint: "check that it runs (`webui status` there) and that this host may reach it"
+                    .into(),
+            };
+        }
+        Ok(Err(Failure::Connect(what))) => {
+            return Check::Problem {
+                what,
+                hint: "check the address and port of --ollama-url, that the server runs (`webui status` there) and that no firewall is in between".into(),
+            };
+        }
+        Ok(Err(Failure::TlsUntrusted(what))) => {
+            return Check::Problem {
+                what: format!("{what}: its certificate is not signed by a CA this host trusts"),
+                hint: "if that server is `--self-signed`, copy its <state-dir>/ca/ca.pem here and give --ollama-ca FILE".into(),
+            };
+        }
+        Ok(Err(Failure::Tls(what))) => {
+            return Check::Problem {
+                what,
+                hint: "--ollama-url must name the server as its certificate does (`webui status` there lists its names)".into(),
+            };
+        }
+        Ok(Err(Failure::Other(e))) => {
+            return Check::Problem {
+                what: format!("the Ollama at {url} could not be asked: {e:#}"),
+                hint: "check --ollama-url; it should be the https:// address `webui up --ollama-only` serves".into(),
+            };
+        }
+        Ok(Ok(answer)) => answer,
+    };
+    match status {
+        StatusCode::OK => {
+            let version = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("version")?.as_str().map(str::to_string));
+            Check::Answers(version)
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Check::Problem {
+            what: format!("the Ollama at {url} refused the token (HTTP {})", status.as_u16()),
+            hint: "give the token `webui token show` prints on that server (it changes with `webui token rotate`)".into(),
+        },
+        s => Check::Problem {
+            what: format!("the Ollama at {url} answered HTTP {} to GET /api/version", s.as_u16()),
+            hint: "check that --ollama-url is the address of an Ollama (served by `webui up --ollama-only`), with no extra path".into(),
+        },
+    }
 }
 
 async fn send<T>(io: T, req: Request<Body>) -> anyhow::Result<Response<Incoming>>
@@ -338,6 +549,159 @@ mod tests {
         assert_eq!(target_path(&base, &c), "/ollama/api/tags?x=1");
         let base: Uri = "https://m.example.com".parse().unwrap();
         assert_eq!(target_path(&base, &c), "/api/tags?x=1");
+    }
+
+    /// A TLS server with a leaf from a fresh local CA for `localhost` only, answering
+    /// `/api/version` as Ollama does when the bearer token is `good`, else 401.
+    async fn ollama_with_own_ca() -> (tempfile::TempDir, SocketAddr) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDir::open(dir.path()).unwrap();
+        let ca = crate::tls::LocalCa::load_or_create(&state).unwrap();
+        let (key, info) = ca.issue(&["localhost".into()], &[]).unwrap();
+        let store = crate::tls::CertStore::new(key, info);
+        let tls =
+            tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::server_config(store).unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let authorized = req.headers().get(header::AUTHORIZATION)
+                            == Some(&HeaderValue::from_static("Bearer good"));
+                        let res = match (req.uri().path(), authorized) {
+                            (_, false) => error(StatusCode::UNAUTHORIZED, "token".into()),
+                            ("/api/version", true) => Response::new(
+                                Full::new(Bytes::from_static(b"{\"version\":\"0.5.7\"}"))
+                                    .map_err(|n| match n {})
+                                    .boxed(),
+                            ),
+                            _ => error(StatusCode::NOT_FOUND, "no".into()),
+                        };
+                        Ok::<_, std::convert::Infallible>(res)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (dir, addr)
+    }
+
+    fn remote(url: &str, token: &str, ca: &[CertificateDer<'static>]) -> Remote {
+        let empty = tempfile::tempdir().unwrap();
+        Remote::new(url, token.into(), empty.path(), ca).unwrap()
+    }
+
+    #[tokio::test]
+    async fn up_tells_what_keeps_it_from_the_remote_ollama() {
+        let (server_state, addr) = ollama_with_own_ca().await;
+        let ca = read_ca(&server_state.path().join("ca").join("ca.pem")).unwrap();
+        let url = format!("https://localhost:{}", addr.port());
+
+        // Its own CA given: it answers, with its version.
+        assert_eq!(
+            check(&remote(&url, "good", &ca)).await,
+            Check::Answers(Some("0.5.7".into()))
+        );
+        let problem = |c: Check| match c {
+            Check::Problem { what, hint } => format!("{what} | {hint}"),
+            other => panic!("expected a problem, got {other:?}"),
+        };
+        // Or a webui on the same state dir (its local CA): trusted too.
+        let same_box = Remote::new(&url, "good".into(), server_state.path(), &[]).unwrap();
+        assert_eq!(check(&same_box).await, Check::Answers(Some("0.5.7".into())));
+        // Without either: the certificate is not trusted, and --ollama-ca is the fix.
+        let p = problem(check(&remote(&url, "good", &[])).await);
+        assert!(
+            p.contains("not signed by a CA this host trusts") && p.contains("--ollama-ca"),
+            "{p}"
+        );
+        // A wrong token.
+        let p = problem(check(&remote(&url, "old", &ca)).await);
+        assert!(
+            p.contains("refused the token (HTTP 401)") && p.contains("webui token show"),
+            "{p}"
+        );
+        // A name the certificate does not cover.
+        let by_ip = format!("https://127.0.0.1:{}", addr.port());
+        let p = problem(check(&remote(&by_ip, "good", &ca)).await);
+        assert!(
+            p.contains("TLS handshake") && p.contains("as its certificate does"),
+            "{p}"
+        );
+        // Nothing listening.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let p = problem(check(&remote(&format!("https://localhost:{port}"), "good", &ca)).await);
+        assert!(
+            p.contains("cannot connect") && p.contains("firewall"),
+            "{p}"
+        );
+        // And the forwarder itself trusts --ollama-ca the same way.
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let faddr = peer.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            peer,
+            Arc::new(remote(&url, "good", &ca)),
+            Peers::default(),
+            stop.clone(),
+        ));
+        let tcp = TcpStream::connect(faddr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/api/version")
+            .header(header::HOST, "forwarder")
+            .body(crate::proxy::empty_body())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"version\":\"0.5.7\"}");
+        stop.cancel();
+    }
+
+    #[test]
+    fn an_ollama_ca_file_must_hold_a_usable_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let rendered = |p: &Path| crate::error::render(&read_ca(p).unwrap_err());
+        let missing = dir.path().join("missing.pem");
+        let m = rendered(&missing);
+        assert!(
+            m.contains("cannot read --ollama-ca") && m.contains("hint:"),
+            "{m}"
+        );
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "the CA is on the other box\n").unwrap();
+        let m = rendered(&text);
+        assert!(
+            m.contains("holds no certificate") && m.contains("ca.pem"),
+            "{m}"
+        );
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(
+            &key_only,
+            rcgen::KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
+        assert!(rendered(&key_only).contains("holds no certificate"));
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let m = rendered(&broken);
+        assert!(m.contains("broken.pem"), "{m}");
     }
 
     fn ipam(subnet: Option<&str>, gateway: Option<&str>) -> bollard::models::IpamConfig {

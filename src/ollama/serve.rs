@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::Uri;
+use rustls_pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 
 use super::{egress, token};
@@ -41,6 +42,14 @@ pub fn with_ollama_domain(mut settings: ProxySettings, up: &UpSettings) -> Proxy
 /// `--ollama-only --ollama-url`: a native Ollama, no container.
 pub fn native(up: &UpSettings) -> bool {
     up.serve_ollama.as_ref().is_some_and(|s| s.only) && matches!(up.ollama, OllamaMode::Url(_))
+}
+
+/// Reads `--ollama-ca` (validation only).
+pub fn read_remote_ca(up: &UpSettings) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    match &up.ollama_ca {
+        Some(p) => egress::read_ca(p),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Reads `--ollama-token` / `--ollama-token-file` (validation only; nothing written).
@@ -104,6 +113,7 @@ pub async fn start_forwarder(
     docker: &bollard::Docker,
     up: &UpSettings,
     tok: &str,
+    ca: &[CertificateDer<'static>],
     state: &ProjectState,
     shutdown: CancellationToken,
     printer: &Printer,
@@ -119,7 +129,27 @@ pub async fn start_forwarder(
         .parent()
         .and_then(Path::parent)
         .unwrap_or(Path::new("/"));
-    let remote = Arc::new(egress::Remote::new(remote_url, tok.to_string(), state_dir)?);
+    let remote = Arc::new(egress::Remote::new(
+        remote_url,
+        tok.to_string(),
+        state_dir,
+        ca,
+    )?);
+    // Told now rather than as "network problem" in Open WebUI's settings later; not an
+    // error: the server may come up after this one, and the UI serves without it.
+    match egress::check(&remote).await {
+        egress::Check::Answers(version) => printer.line(format!(
+            "the Ollama at {remote_url} answers with the token{}",
+            version
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default()
+        )),
+        egress::Check::Problem { what, hint } => {
+            printer.warn(format!(
+                "{what}; Open WebUI will not see its models until this is fixed: {hint}"
+            ));
+        }
+    }
     let bridge = up.network == NetworkMode::Bridge;
     let ip = if bridge {
         egress::host_gateway(docker).await?
