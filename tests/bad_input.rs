@@ -463,8 +463,7 @@ fn a_bad_ollama_ca_is_refused_before_anything_starts() {
     let files = tempfile::tempdir().unwrap();
     let token = files.path().join("ollama.token");
     std::fs::write(&token, "t0k\n").unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let not_pem = files.path().join("ca.txt");
     std::fs::write(&not_pem, "copy ca.pem from the GPU box here\n").unwrap();
     let missing = files.path().join("missing.pem");

@@ -125,16 +125,59 @@ fn exec_start(paths: &Paths, project: &Project, up_args: &[String]) -> anyhow::R
 
 /// The `up` arguments of this process's command line, without `-d`/`--detach` and
 /// without the global flags made explicit by [`exec_start`].
+/// File flags are made absolute: the service runs in `/`, not where `up -d` was typed.
 fn up_args_from_argv() -> Vec<String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(pos) = argv.iter().position(|a| a == "up") else {
         return Vec::new();
     };
-    argv[pos + 1..]
+    let args = argv[pos + 1..]
         .iter()
         .filter(|a| *a != "-d" && *a != "--detach")
         .cloned()
-        .collect()
+        .collect();
+    absolute_paths(args, &path_flags())
+}
+
+/// The long flags of `up` whose value is a path (`--tls-cert`, `--ollama-token-file`...).
+fn path_flags() -> Vec<String> {
+    use clap::CommandFactory;
+    let path = clap::value_parser!(PathBuf).type_id();
+    crate::cli::Cli::command()
+        .find_subcommand("up")
+        .map(|up| {
+            up.get_arguments()
+                .filter(|a| a.get_value_parser().type_id() == path)
+                .filter_map(|a| a.get_long())
+                .map(|l| format!("--{l}"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `args` with the values of `flags` (`--f VALUE` or `--f=VALUE`) made absolute.
+fn absolute_paths(args: Vec<String>, flags: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut value_next = false;
+    for a in args {
+        if value_next {
+            value_next = false;
+            out.push(absolute(Path::new(&a)).display().to_string());
+            continue;
+        }
+        if flags.contains(&a) {
+            value_next = true;
+            out.push(a);
+            continue;
+        }
+        match a.split_once('=') {
+            Some((f, v)) if flags.iter().any(|p| p == f) => {
+                out.push(format!("{f}={}", absolute(Path::new(v)).display()));
+            }
+            _ => out.push(a),
+        }
+    }
+    out
 }
 
 fn systemctl(args: &[&str]) -> anyhow::Result<()> {
@@ -345,6 +388,46 @@ mod tests {
         );
         assert_eq!(unit.lines().count(), TEMPLATE.lines().count());
         assert!(unit.contains("Restart=on-failure"));
+    }
+
+    #[test]
+    fn file_flags_reach_the_unit_as_absolute_paths() {
+        let flags = path_flags();
+        for f in [
+            "--ollama-token-file",
+            "--ollama-ca",
+            "--tls-cert",
+            "--env-file",
+        ] {
+            assert!(flags.iter().any(|p| p == f), "{f} takes a path: {flags:?}");
+        }
+        assert!(!flags.iter().any(|p| p == "--domain"));
+        let cwd = std::env::current_dir().unwrap();
+        let args: Vec<String> = [
+            "--domain",
+            "chat.example.com",
+            "--ollama-token-file",
+            "ollama.token",
+            "--tls-cert=certs/site.pem",
+            "--env-file",
+            "/etc/webui/env",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = absolute_paths(args, &flags);
+        assert_eq!(
+            out,
+            vec![
+                "--domain".to_string(),
+                "chat.example.com".into(),
+                "--ollama-token-file".into(),
+                cwd.join("ollama.token").display().to_string(),
+                format!("--tls-cert={}", cwd.join("certs/site.pem").display()),
+                "--env-file".into(),
+                "/etc/webui/env".into(),
+            ]
+        );
     }
 
     #[test]

@@ -133,6 +133,25 @@ impl FileConfig {
             })
             .unwrap_or_default();
         parsed.source = Source(Some((origin.to_path_buf(), keys)));
+        // Relative to the file, not to wherever a command (or systemd, in `/`) runs.
+        if let Some(dir) = origin.parent().filter(|d| !d.as_os_str().is_empty()) {
+            for p in [
+                &mut parsed.tls_cert,
+                &mut parsed.tls_key,
+                &mut parsed.acme_ca,
+                &mut parsed.ollama_token_file,
+                &mut parsed.ollama_ca,
+                &mut parsed.openai_key_file,
+                &mut parsed.env_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
         Ok(parsed)
     }
 
@@ -307,5 +326,20 @@ mod tests {
         let p = dir.path().join("absent.toml");
         assert_eq!(FileConfig::load(&p, false).unwrap(), FileConfig::default());
         assert!(FileConfig::load(&p, true).is_err());
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let text = "tls_cert = \"certs/site.pem\"\ntls_key = \"/etc/ssl/site.key\"\nollama_ca = \"gpu-ca.pem\"\n";
+        let c = FileConfig::parse(text, Path::new("/var/lib/webui/webui.toml")).unwrap();
+        assert_eq!(
+            c.tls_cert,
+            Some(PathBuf::from("/var/lib/webui/certs/site.pem"))
+        );
+        assert_eq!(c.tls_key, Some(PathBuf::from("/etc/ssl/site.key")));
+        assert_eq!(
+            c.ollama_ca,
+            Some(PathBuf::from("/var/lib/webui/gpu-ca.pem"))
+        );
     }
 }
