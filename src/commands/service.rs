@@ -126,17 +126,46 @@ fn exec_start(paths: &Paths, project: &Project, up_args: &[String]) -> anyhow::R
 /// The `up` arguments of this process's command line, without `-d`/`--detach` and
 /// without the global flags made explicit by [`exec_start`].
 /// File flags are made absolute: the service runs in `/`, not where `up -d` was typed.
+/// `WEBUI_*` values this process took from its environment become flags too: systemd
+/// does not pass this shell's environment on, and the service must run what was
+/// validated here.
 fn up_args_from_argv() -> Vec<String> {
+    use clap::CommandFactory;
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(pos) = argv.iter().position(|a| a == "up") else {
         return Vec::new();
     };
-    let args = argv[pos + 1..]
+    let mut args: Vec<String> = argv[pos + 1..]
         .iter()
         .filter(|a| *a != "-d" && *a != "--detach")
         .cloned()
         .collect();
+    let cli = crate::cli::Cli::command();
+    if let Ok(m) = cli.clone().try_get_matches_from(std::env::args_os())
+        && let (Some(up), Some(upm)) = (cli.find_subcommand("up"), m.subcommand_matches("up"))
+    {
+        args.extend(env_args(up, upm));
+    }
     absolute_paths(args, &path_flags())
+}
+
+/// `--flag=VALUE` for each argument of `cmd` that `m` took from the environment, except
+/// those whose values are hidden (secrets, refused with `-d` where they are read).
+fn env_args(cmd: &clap::Command, m: &clap::ArgMatches) -> Vec<String> {
+    let mut out = Vec::new();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if m.value_source(id) != Some(clap::parser::ValueSource::EnvVariable)
+            || arg.is_hide_env_values_set()
+        {
+            continue;
+        }
+        let Some(long) = arg.get_long() else { continue };
+        for v in m.get_raw(id).into_iter().flatten() {
+            out.push(format!("--{long}={}", v.to_string_lossy()));
+        }
+    }
+    out
 }
 
 /// The long flags of `up` whose value is a path (`--tls-cert`, `--ollama-token-file`...).
@@ -277,6 +306,16 @@ pub async fn detach(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyho
     // Validated here so that a typo fails now, not in the journal.
     let proxy = resolve::proxy(&cmd.proxy, &file)?;
     let up = crate::config::up::up(cmd, &file)?;
+    if std::env::var_os(crate::admin::PASSWORD_ENV).is_some() {
+        return Err(UserError::new(format!(
+            "{} does not reach the service `webui up -d` starts (systemd does not pass this shell's environment on, and a unit file is no place for a password)",
+            crate::admin::PASSWORD_ENV
+        ))
+        .hint(
+            "run `webui up` once in the foreground with it to create the admin account (Ctrl-C once it is ready; the containers keep their data), then `webui up -d` without it; or leave it unset and -d generates one, kept 0600 in the project's directory",
+        )
+        .into());
+    }
     let name = unit_name(&project);
     let text = render(&exec_start(&paths, &project, &up_args_from_argv())?);
     let path = write_unit(Path::new(SYSTEM_UNIT_DIR), &name, &text)?;
@@ -427,6 +466,34 @@ mod tests {
                 "--env-file".into(),
                 "/etc/webui/env".into(),
             ]
+        );
+    }
+
+    #[test]
+    fn values_from_the_environment_become_flags() {
+        // Cargo sets these for the test process; nothing here changes the environment.
+        let cmd = clap::Command::new("up")
+            .arg(clap::Arg::new("name").long("name").env("CARGO_PKG_NAME"))
+            .arg(clap::Arg::new("dir").long("dir").env("CARGO_MANIFEST_DIR"))
+            .arg(
+                clap::Arg::new("secret")
+                    .long("secret")
+                    .env("CARGO_PKG_VERSION")
+                    .hide_env_values(true),
+            )
+            .arg(
+                clap::Arg::new("unset")
+                    .long("unset")
+                    .env("WEBUI_TEST_NEVER_SET_X"),
+            );
+        let m = cmd
+            .clone()
+            .try_get_matches_from(["up", "--dir", "/given"])
+            .unwrap();
+        // The flag given wins and is not repeated; a hidden value stays out.
+        assert_eq!(
+            env_args(&cmd, &m),
+            vec![format!("--name={}", env!("CARGO_PKG_NAME"))]
         );
     }
 
