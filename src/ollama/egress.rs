@@ -7,8 +7,9 @@
 //! token would be ignored on existing data) and would show it in `docker inspect`.
 //! Instead webui runs this small forwarder: Open WebUI's
 //! `OLLAMA_BASE_URL` points at it, and it sends each request on to the remote server
-//! over HTTPS (system CAs plus webui's local CA) with `Authorization: Bearer TOKEN`
-//! added, streaming both ways. The token never enters the container, its environment
+//! over HTTPS (system CAs, webui's local CA and `--ollama-ca`) with
+//! `Authorization: Bearer TOKEN` added, streaming both ways, on a connection kept
+//! from the request before when one is open (see [`Idle`]). The token never enters the container, its environment
 //! or its logs.
 //!
 //! Where it listens: with `--network host` on 127.0.0.1; on a bridge network on the
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
@@ -49,6 +51,7 @@ pub struct Remote {
     pub base: Uri,
     pub token: String,
     pub tls: Arc<rustls::ClientConfig>,
+    idle: Idle,
 }
 
 /// The certificates of an `--ollama-ca` file: PEM, at least one.
@@ -121,7 +124,21 @@ impl Remote {
             base,
             token,
             tls: Arc::new(tls),
+            idle: Idle::default(),
         })
+    }
+
+    /// The host (without IPv6 brackets) and port to connect to.
+    fn host_port(&self) -> Result<(String, u16), Failure> {
+        let host = self
+            .base
+            .host()
+            .ok_or_else(|| Failure::Other(anyhow::anyhow!("--ollama-url has no host")))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let https = self.base.scheme_str() == Some("https");
+        let port = self.base.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok((host, port))
     }
 }
 
@@ -315,38 +332,11 @@ async fn try_forward(remote: &Remote, req: Request<Incoming>) -> anyhow::Result<
     ))
 }
 
-/// Connects to the remote server (TLS for https) and sends `req` (origin-form target)
-/// with its `Host` and the token, replacing any `Authorization` it had.
+/// Sends `req` (origin-form target) to the remote server with its `Host` and the
+/// token, replacing any `Authorization` it had: on an idle connection from an earlier
+/// request when one is ready, else on a new one (TLS for https).
 async fn exchange(remote: &Remote, mut req: Request<Body>) -> Result<Response<Incoming>, Failure> {
-    let host = remote
-        .base
-        .host()
-        .ok_or_else(|| Failure::Other(anyhow::anyhow!("--ollama-url has no host")))?
-        .trim_matches(['[', ']'])
-        .to_string();
-    let https = remote.base.scheme_str() == Some("https");
-    let port = remote
-        .base
-        .port_u16()
-        .unwrap_or(if https { 443 } else { 80 });
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-    {
-        Err(_) => {
-            return Err(Failure::Connect(format!(
-                "connecting to {host}:{port} timed out"
-            )));
-        }
-        Ok(Err(e)) => {
-            return Err(Failure::Connect(format!(
-                "cannot connect to {host}:{port}: {e}"
-            )));
-        }
-        Ok(Ok(tcp)) => tcp,
-    };
-    tcp.set_nodelay(true)
-        .map_err(|e| Failure::Other(e.into()))?;
-
+    let (host, port) = remote.host_port()?;
     let authority = remote
         .base
         .authority()
@@ -362,9 +352,47 @@ async fn exchange(remote: &Remote, mut req: Request<Body>) -> Result<Response<In
         header::AUTHORIZATION,
         HeaderValue::from_str(&format!("Bearer {}", remote.token)).map_err(bad)?,
     );
+    if let Some(mut sender) = remote.idle.take() {
+        match sender.try_send_request(req).await {
+            Ok(res) => {
+                remote.idle.keep_when_ready(sender);
+                return Ok(res);
+            }
+            // Not written: the connection had closed meanwhile; a new one takes it.
+            Err(mut e) => match e.take_message() {
+                Some(back) => req = back,
+                None => return Err(Failure::Other(e.into_error().into())),
+            },
+        }
+    }
+    let mut sender = connect(remote, &host, port).await?;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| Failure::Other(e.into()))?;
+    remote.idle.keep_when_ready(sender);
+    Ok(res)
+}
 
-    let sent = if https {
-        let name = rustls_pki_types::ServerName::try_from(host.clone())
+/// A new connection to the remote server, ready for a request.
+async fn connect(remote: &Remote, host: &str, port: u16) -> Result<SendRequest<Body>, Failure> {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
+        Err(_) => {
+            return Err(Failure::Connect(format!(
+                "connecting to {host}:{port} timed out"
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(Failure::Connect(format!(
+                "cannot connect to {host}:{port}: {e}"
+            )));
+        }
+        Ok(Ok(tcp)) => tcp,
+    };
+    tcp.set_nodelay(true)
+        .map_err(|e| Failure::Other(e.into()))?;
+    let handshake = if remote.base.scheme_str() == Some("https") {
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
             .map_err(|e| Failure::Other(e.into()))?;
         let tls = match tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -377,14 +405,14 @@ async fn exchange(remote: &Remote, mut req: Request<Body>) -> Result<Response<In
                     "the TLS handshake with {host}:{port} timed out"
                 )));
             }
-            Ok(Err(e)) => return Err(Failure::tls(&host, port, e)),
+            Ok(Err(e)) => return Err(Failure::tls(host, port, e)),
             Ok(Ok(tls)) => tls,
         };
-        send(TokioIo::new(tls), req).await
+        handshake(TokioIo::new(tls)).await
     } else {
-        send(TokioIo::new(tcp), req).await
+        handshake(TokioIo::new(tcp)).await
     };
-    sent.map_err(Failure::Other)
+    handshake.map_err(Failure::Other)
 }
 
 /// Why a request did not reach the remote Ollama: the three cases `webui up` tells
@@ -518,15 +546,60 @@ pub async fn check(remote: &Remote) -> Check {
     }
 }
 
-async fn send<T>(io: T, req: Request<Body>) -> anyhow::Result<Response<Incoming>>
+async fn handshake<T>(io: T) -> anyhow::Result<SendRequest<Body>>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    Ok(sender.send_request(req).await?)
+    Ok(sender)
+}
+
+/// Connections to the remote server between requests. Open WebUI asks in bursts (the
+/// model list and version on a page load; a chat, then its title and tags), so a
+/// connection kept for a few seconds saves the next request its TCP and TLS
+/// handshakes (two round trips to a GPU box that may be far away). Kept [`IDLE_KEEP`]
+/// at most, well inside any server's keep-alive (uvicorn's 5 s is the shortest
+/// common one); a connection that closed meanwhile is not used, and a request it
+/// refused unwritten goes on a new one.
+#[derive(Clone, Default)]
+struct Idle(Arc<Mutex<Vec<Kept>>>);
+
+/// A connection and when it was last used.
+type Kept = (SendRequest<Body>, Instant);
+
+const IDLE_KEEP: Duration = Duration::from_secs(4);
+const IDLE_MAX: usize = 8;
+
+impl Idle {
+    /// The most recently used connection that is still open and ready.
+    fn take(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            if since.elapsed() < IDLE_KEEP && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender` once its response has been read to the end (HTTP/1.1: one
+    /// request at a time); dropped when the connection closes first or enough wait.
+    fn keep_when_ready(&self, mut sender: SendRequest<Body>) {
+        let idle = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let mut list = idle.0.lock().unwrap_or_else(|p| p.into_inner());
+            list.retain(|(s, since)| since.elapsed() < IDLE_KEEP && !s.is_closed());
+            if list.len() < IDLE_MAX {
+                list.push((sender, Instant::now()));
+            }
+        });
+    }
 }
 
 /// The listener's address as Open WebUI sees it: `host.docker.internal` on a bridge.
@@ -554,6 +627,21 @@ mod tests {
     /// A TLS server with a leaf from a fresh local CA for `localhost` only, answering
     /// `/api/version` as Ollama does when the bearer token is `good`, else 401.
     async fn ollama_with_own_ca() -> (tempfile::TempDir, SocketAddr) {
+        let (dir, addr, _) = ollama_server(true).await;
+        (dir, addr)
+    }
+
+    /// The same, also counting the connections it accepted; with `keep_alive` false it
+    /// closes each connection after one response.
+    async fn ollama_server(
+        keep_alive: bool,
+    ) -> (
+        tempfile::TempDir,
+        SocketAddr,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
         let dir = tempfile::tempdir().unwrap();
         let state = crate::state::StateDir::open(dir.path()).unwrap();
         let ca = crate::tls::LocalCa::load_or_create(&state).unwrap();
@@ -565,6 +653,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let Ok(stream) = tls.accept(tcp).await else {
@@ -585,12 +674,13 @@ mod tests {
                         Ok::<_, std::convert::Infallible>(res)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
             }
         });
-        (dir, addr)
+        (dir, addr, accepted)
     }
 
     fn remote(url: &str, token: &str, ca: &[CertificateDer<'static>]) -> Remote {
@@ -668,6 +758,28 @@ mod tests {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"{\"version\":\"0.5.7\"}");
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn requests_in_a_burst_share_a_connection_and_a_closed_one_is_not_used() {
+        use std::sync::atomic::Ordering::SeqCst;
+        for keep_alive in [true, false] {
+            let (state, addr, accepted) = ollama_server(keep_alive).await;
+            let ca = read_ca(&state.path().join("ca").join("ca.pem")).unwrap();
+            let r = remote(&format!("https://localhost:{}", addr.port()), "good", &ca);
+            for _ in 0..3 {
+                assert_eq!(check(&r).await, Check::Answers(Some("0.5.7".into())));
+                // The connection goes back once its response has been read.
+                for _ in 0..200 {
+                    if !keep_alive || r.idle.0.lock().unwrap().len() == 1 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            let want = if keep_alive { 1 } else { 3 };
+            assert_eq!(accepted.load(SeqCst), want, "keep-alive {keep_alive}");
+        }
     }
 
     #[test]
