@@ -176,12 +176,14 @@ pub enum Command {
         Exit status: 0 when every container is running and healthy, 3 otherwise.")]
     Status(StatusCmd),
 
-    /// Show the containers' logs (stdout and stderr)
+    /// Show the containers' logs (stdout and stderr); with `up --swarm`, the services'
+    /// tasks on every node
     #[command(after_help = "Examples:\n  \
         webui logs --tail 100\n  \
         webui logs open-webui -f --since 10m\n  \
         webui logs ollama --since 2024-05-01T12:00:00Z --timestamps\n  \
-        webui logs open-webui --replica 2 --tail 50")]
+        webui logs open-webui --replica 2 --tail 50\n  \
+        webui logs proxy --tail 20        # up --swarm: the proxy service")]
     Logs(LogsCmd),
 
     /// Stop and remove the containers and network; data volumes and the secret stay
@@ -835,6 +837,8 @@ pub enum LogService {
     Postgres,
     /// `up --replicas`: websockets and shared state
     Redis,
+    /// `up --swarm`: the proxy service (single host: the `webui up` process's own log)
+    Proxy,
     All,
 }
 

@@ -381,6 +381,60 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
         text.stdout
     );
 
+    // 3b. `webui logs` reaches the tasks through the manager, each line named
+    // `service.slot@node`; one service alone has no prefix.
+    let logs = sv::run(state.path(), &p, &["logs", "--tail", "20"]);
+    ok(&logs, "webui logs");
+    let both = format!("{}{}", logs.stdout, logs.stderr);
+    for slot in 1..=3 {
+        let needle = format!("open-webui.{slot}@{node}");
+        assert!(
+            both.lines()
+                .any(|l| l.starts_with(&needle) && l.contains("| standin open-webui")),
+            "{needle}'s start line:\n{both}"
+        );
+    }
+    assert!(
+        both.lines()
+            .any(|l| l.starts_with(&format!("proxy.1@{node}"))
+                && l.contains("| listening on https://")),
+        "the proxy's start line:\n{both}"
+    );
+    let proxy = sv::run(state.path(), &p, &["logs", "proxy", "--tail", "20"]);
+    ok(&proxy, "webui logs proxy");
+    assert!(
+        proxy
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("listening on https://")),
+        "{}",
+        proxy.stdout
+    );
+    let two = sv::run(state.path(), &p, &["logs", "open-webui", "--replica", "2"]);
+    ok(&two, "webui logs open-webui --replica 2");
+    assert!(two.stdout.contains("standin open-webui"), "{}", two.stdout);
+    for (args, needle) in [
+        (
+            vec!["logs", "open-webui", "--replica", "9"],
+            "no Open WebUI task in slot 9",
+        ),
+        (vec!["logs", "ollama"], "runs no Ollama"),
+    ] {
+        let f = sv::run(state.path(), &p, &args);
+        assert_eq!(
+            f.status.code(),
+            Some(1),
+            "{args:?}: {}{}",
+            f.stdout,
+            f.stderr
+        );
+        assert!(
+            f.stderr.contains(needle) && f.stderr.contains("hint:"),
+            "{}",
+            f.stderr
+        );
+    }
+
     // 4. Again: converged, nothing changes; then 2 replicas: an update.
     let again = up("3");
     ok(&again, "second webui up --swarm");

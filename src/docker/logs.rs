@@ -122,6 +122,14 @@ fn options(o: &Options) -> bollard::query_parameters::LogsOptions {
         .build()
 }
 
+/// Whose log: a container's, or a swarm task's (on whichever node it runs; the
+/// manager's engine fetches it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Container(String),
+    Task(String),
+}
+
 /// Streams `container`'s lines into `tx` until the log ends (the container stopped,
 /// or without `follow`, the end of what was logged) or the receiver is gone.
 pub async fn stream_lines(
@@ -131,7 +139,21 @@ pub async fn stream_lines(
     opts: Options,
     tx: mpsc::Sender<Line>,
 ) -> anyhow::Result<()> {
-    let mut stream = docker.logs(&container, Some(options(&opts)));
+    stream_target(docker, service, Target::Container(container), opts, tx).await
+}
+
+/// [`stream_lines`] for either kind of [`Target`].
+pub async fn stream_target(
+    docker: Docker,
+    service: String,
+    target: Target,
+    opts: Options,
+    tx: mpsc::Sender<Line>,
+) -> anyhow::Result<()> {
+    let mut stream = match &target {
+        Target::Container(name) => docker.logs(name, Some(options(&opts))).boxed(),
+        Target::Task(id) => docker.task_logs(id, Some(options(&opts))).boxed(),
+    };
     let mut out = Splitter::default();
     let mut err = Splitter::default();
     while let Some(item) = stream.next().await {

@@ -801,6 +801,9 @@ pub async fn converge(
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskReport {
     pub id: String,
+    /// The whole id (`webui logs` asks for the task's logs by it).
+    #[serde(skip)]
+    pub full_id: String,
     pub slot: Option<i64>,
     pub node: String,
     pub node_id: String,
@@ -860,8 +863,10 @@ async fn node_names(docker: &Docker) -> HashMap<String, String> {
 fn task_report(t: Task, nodes: &HashMap<String, String>) -> TaskReport {
     let status = t.status.unwrap_or_default();
     let node_id = t.node_id.unwrap_or_default();
+    let full_id = t.id.unwrap_or_default();
     TaskReport {
-        id: spec::short_id(&t.id.unwrap_or_default()),
+        id: spec::short_id(&full_id),
+        full_id,
         slot: t.slot,
         node: nodes.get(&node_id).cloned().unwrap_or_default(),
         node_id: spec::short_id(&node_id),
