@@ -136,20 +136,22 @@ pub async fn start_forwarder(
         ca,
     )?);
     // Told now rather than as "network problem" in Open WebUI's settings later; not an
-    // error: the server may come up after this one, and the UI serves without it.
-    match egress::check(&remote).await {
-        egress::Check::Answers(version) => printer.line(format!(
-            "the Ollama at {remote_url} answers with the token{}",
-            version
-                .map(|v| format!(" (version {v})"))
-                .unwrap_or_default()
-        )),
-        egress::Check::Problem { what, hint } => {
-            printer.warn(format!(
+    // error: the server may come up after this one, and the UI serves without it. In
+    // the background, so a GPU box that is down does not hold up the UI's start.
+    let (checked, url, out) = (remote.clone(), remote_url.clone(), *printer);
+    tokio::spawn(async move {
+        match egress::check(&checked).await {
+            egress::Check::Answers(version) => out.line(format!(
+                "the Ollama at {url} answers with the token{}",
+                version
+                    .map(|v| format!(" (version {v})"))
+                    .unwrap_or_default()
+            )),
+            egress::Check::Problem { what, hint } => out.warn(format!(
                 "{what}; Open WebUI will not see its models until this is fixed: {hint}"
-            ));
+            )),
         }
-    }
+    });
     let bridge = up.network == NetworkMode::Bridge;
     let ip = if bridge {
         egress::host_gateway(docker).await?
