@@ -315,7 +315,10 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
     );
     wait_for(&u, "Open WebUI is ready at");
     // `up` checks the remote Ollama with the token (in the background).
-    wait_for(&u, &format!("the Ollama at {remote} answers with the token"));
+    wait_for(
+        &u,
+        &format!("the Ollama at {remote} answers with the token"),
+    );
     let uc = client(ui_state.path(), &[], u.https[0]);
     let (status, base_url) = get(&uc, &u.https_url("/env?name=OLLAMA_BASE_URL"), None).await;
     assert_eq!(status, 200);

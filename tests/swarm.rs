@@ -390,7 +390,7 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
         let needle = format!("open-webui.{slot}@{node}");
         assert!(
             both.lines()
-                .any(|l| l.starts_with(&needle) && l.contains("| standin open-webui")),
+                .any(|l| l.starts_with(&needle) && l.contains("| standin openwebui")),
             "{needle}'s start line:\n{both}"
         );
     }
@@ -412,7 +412,7 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
     );
     let two = sv::run(state.path(), &p, &["logs", "open-webui", "--replica", "2"]);
     ok(&two, "webui logs open-webui --replica 2");
-    assert!(two.stdout.contains("standin open-webui"), "{}", two.stdout);
+    assert!(two.stdout.contains("standin openwebui"), "{}", two.stdout);
     for (args, needle) in [
         (
             vec!["logs", "open-webui", "--replica", "9"],
