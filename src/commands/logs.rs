@@ -3,7 +3,9 @@
 //! the containers' output through the Docker API. Container stdout goes to stdout,
 //! stderr to stderr; with several containers each line starts with `service | `, like
 //! compose (`open-webui-2` for replica 2 of `up --replicas`). Without `-f` the services are shown one after the other; with `-f` lines
-//! are interleaved as they come, until SIGINT/SIGTERM or the containers stop.
+//! are interleaved as they come, until SIGINT/SIGTERM or the containers stop. On a
+//! swarm project (`up --swarm`) the same for the services' tasks, through the manager,
+//! each named `service.slot@node`; `proxy` is a service there.
 
 use std::io::Write;
 use std::time::SystemTime;
