@@ -361,6 +361,55 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
         0o600
     );
+
+    // `webui doctor` on the UI server asks the remote Ollama as the forwarder does:
+    // pass; after a rotation on the GPU box that the UI server missed, the refused
+    // token with its fix.
+    let remote_check = || {
+        let d = webui::run(
+            ui_state.path(),
+            &["--project", &ui.name, "doctor", "--json"],
+            RUN,
+        );
+        let v: Value = serde_json::from_str(&d.stdout)
+            .unwrap_or_else(|e| panic!("doctor --json: {e}\n{}{}", d.stdout, d.stderr));
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("remote Ollama"))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no remote Ollama check in {v:#}"))
+    };
+    let c = remote_check();
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("answers with the token"),
+        "{c}"
+    );
+    let f = run(state.path(), &gpu, &["token", "rotate"]);
+    assert!(f.status.success(), "{}", f.stderr);
+    let c = remote_check();
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("refused the token")
+            && c["fix"].as_str().unwrap().contains("webui token show"),
+        "{c}"
+    );
+    assert!(
+        !c.to_string().contains(&new),
+        "the token is not in doctor's output"
+    );
     stop(u);
     stop(w);
 }

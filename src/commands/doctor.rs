@@ -289,6 +289,16 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
         checks.extend(container_checks(d, names.container(Role::OpenWebui)).await);
     }
 
+    // `up --ollama-url … --ollama-token…`: the remote Ollama, asked from this host as
+    // the forwarder asks it (inside the container a failure is only the forwarder's 502).
+    let project_state = ProjectState::new(&paths.state_dir, &project);
+    if let (Some(remote), Some(token)) = (
+        run.as_ref().and_then(|r| r.remote_ollama.clone()),
+        crate::ollama::serve::stored_remote_token(&project_state),
+    ) {
+        checks.push(remote_ollama(&paths.state_dir, &remote, token).await);
+    }
+
     // A host Ollama on every address, unauthenticated.
     match host::listen_scope(11434) {
         Some(host::ListenScope::Everywhere) => checks.push(check(
@@ -826,6 +836,57 @@ async fn container_checks(docker: &Docker, container: &str) -> Vec<Check> {
         Some("bundled: `webui up --ollama`; on the host: listen on an address containers reach; remote: --ollama-url"),
     ));
     out
+}
+
+/// The remote Ollama behind webui's forwarder, checked with the forwarder's token and
+/// trust (system CAs, the local CA, `--ollama-ca`).
+async fn remote_ollama(
+    state_dir: &std::path::Path,
+    remote: &crate::docker::project::RemoteOllama,
+    token: String,
+) -> Check {
+    use crate::ollama::egress;
+    const NAME: &str = "remote Ollama (through webui's forwarder)";
+    let extra = match &remote.ca {
+        Some(ca) => match egress::read_ca(ca) {
+            Ok(c) => c,
+            Err(e) => {
+                return check(
+                    NAME,
+                    Status::Fail,
+                    crate::error::render(&e),
+                    Some("restore the file, or start `webui up` with a good --ollama-ca"),
+                );
+            }
+        },
+        None => Vec::new(),
+    };
+    let checked = match egress::Remote::new(&remote.url, token, state_dir, &extra) {
+        Ok(r) => egress::check(&r).await,
+        Err(e) => {
+            return check(
+                NAME,
+                Status::Fail,
+                format!("{e:#}"),
+                Some("check --ollama-url"),
+            );
+        }
+    };
+    match checked {
+        egress::Check::Answers(version) => check(
+            NAME,
+            Status::Pass,
+            format!(
+                "{} answers with the token{}",
+                remote.url,
+                version
+                    .map(|v| format!(" (version {v})"))
+                    .unwrap_or_default()
+            ),
+            None,
+        ),
+        egress::Check::Problem { what, hint } => check(NAME, Status::Fail, what, Some(&hint)),
+    }
 }
 
 async fn exec(docker: &Docker, container: &str, cmd: Vec<String>) -> anyhow::Result<(i64, String)> {

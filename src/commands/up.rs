@@ -200,6 +200,16 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         http: http_addrs.iter().map(|a| a.to_string()).collect(),
         upstream: upstream_base.clone(),
         behind_proxy: behind,
+        remote_ollama: match (&up.ollama, &remote_token) {
+            (upcfg::OllamaMode::Url(url), Some(_)) => Some(crate::docker::project::RemoteOllama {
+                url: url.clone(),
+                ca: up
+                    .ollama_ca
+                    .as_deref()
+                    .map(|c| std::path::absolute(c).unwrap_or_else(|_| c.to_path_buf())),
+            }),
+            _ => None,
+        },
     };
     if let Err(e) = state.write_run(&run_info) {
         tracing::debug!("cannot record the running proxy for `webui status`: {e:#}");

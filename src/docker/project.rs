@@ -9,7 +9,7 @@
 //!                       (Docker cannot relabel them, so this is how webui knows)
 //!     persistent.json   the PersistentConfig values (WEBUI_URL, OLLAMA_BASE_URL, OpenAI
 //!                       URL, key hash) Open WebUI was last started with
-//!     run.json          the running `webui up`: pid, listeners, upstream; removed on exit
+//!     run.json          the running `webui up`: pid, listeners, upstream, remote Ollama; removed on exit
 //!     postgres_password the Postgres password of `up --replicas` (and `migrate-db`), one
 //!                       line, mode 0600; generated once, never regenerated
 //!     database.json     written by `webui migrate-db`: {"engine": "postgres", "image": ...};
@@ -52,6 +52,19 @@ pub struct RunInfo {
     /// fronts `upstream`.
     #[serde(default)]
     pub behind_proxy: bool,
+    /// `--ollama-url` with a token: where webui's forwarder sends Open WebUI's Ollama
+    /// requests, for `webui doctor` (the token is in `ollama_remote_token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ollama: Option<RemoteOllama>,
+}
+
+/// The remote Ollama of a running `webui up --ollama-url … --ollama-token…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteOllama {
+    pub url: String,
+    /// `--ollama-ca`, absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// `database.json` (its other fields are `webui migrate-db`'s).
@@ -327,6 +340,10 @@ mod tests {
             http: vec![],
             upstream: "http://127.0.0.1:3000".into(),
             behind_proxy: false,
+            remote_ollama: Some(RemoteOllama {
+                url: "https://models.example.com".into(),
+                ca: None,
+            }),
         };
         ps.write_run(&info).unwrap();
         assert_eq!(ps.run_info(), Some(info.clone()));

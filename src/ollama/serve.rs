@@ -44,6 +44,13 @@ pub fn native(up: &UpSettings) -> bool {
     up.serve_ollama.as_ref().is_some_and(|s| s.only) && matches!(up.ollama, OllamaMode::Url(_))
 }
 
+/// The remote token a running `up` stored for its forwarder (`webui doctor` asks the
+/// remote Ollama with it).
+pub fn stored_remote_token(state: &ProjectState) -> Option<String> {
+    let text = std::fs::read_to_string(state.dir().join(REMOTE_TOKEN_FILE)).ok()?;
+    Some(text.trim().to_string()).filter(|t| !t.is_empty())
+}
+
 /// Reads `--ollama-ca` (validation only).
 pub fn read_remote_ca(up: &UpSettings) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     match &up.ollama_ca {
