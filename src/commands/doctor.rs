@@ -854,7 +854,7 @@ async fn remote_ollama(
                 return check(
                     NAME,
                     Status::Fail,
-                    crate::error::render(&e),
+                    e.to_string(),
                     Some("restore the file, or start `webui up` with a good --ollama-ca"),
                 );
             }
@@ -876,13 +876,7 @@ async fn remote_ollama(
         egress::Check::Answers(version) => check(
             NAME,
             Status::Pass,
-            format!(
-                "{} answers with the token{}",
-                remote.url,
-                version
-                    .map(|v| format!(" (version {v})"))
-                    .unwrap_or_default()
-            ),
+            egress::Check::answered(&remote.url, version.as_deref()),
             None,
         ),
         egress::Check::Problem { what, hint } => check(NAME, Status::Fail, what, Some(&hint)),

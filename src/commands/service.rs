@@ -124,11 +124,10 @@ fn exec_start(paths: &Paths, project: &Project, up_args: &[String]) -> anyhow::R
 }
 
 /// The `up` arguments of this process's command line, without `-d`/`--detach` and
-/// without the global flags made explicit by [`exec_start`].
-/// File flags are made absolute: the service runs in `/`, not where `up -d` was typed.
-/// `WEBUI_*` values this process took from its environment become flags too: systemd
-/// does not pass this shell's environment on, and the service must run what was
-/// validated here.
+/// without the global flags made explicit by [`exec_start`], plus the `WEBUI_*` values
+/// this process took from its environment as flags (systemd passes no shell
+/// environment on, and the service must run what was validated here); path values
+/// made absolute (the service runs in `/`, not where `up -d` was typed).
 fn up_args_from_argv() -> Vec<String> {
     use clap::CommandFactory;
     let argv: Vec<String> = std::env::args().skip(1).collect();

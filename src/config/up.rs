@@ -261,9 +261,11 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
     // the proxy in front of a native Ollama: a host-side URL, loopback allowed.
     // The file's Ollama keys go with the file's choice: the command line's replaces all.
     let from_file = cli_choice.is_none() && !only;
-    let file_token = from_file && file.ollama_token_file.is_some();
-    let host_side =
-        only || cli.ollama_token.is_some() || cli.ollama_token_file.is_some() || file_token;
+    let file_token = file.ollama_token_file.as_ref().filter(|_| from_file);
+    let host_side = only
+        || cli.ollama_token.is_some()
+        || cli.ollama_token_file.is_some()
+        || file_token.is_some();
     let url_network = if host_side {
         NetworkMode::Host
     } else {
@@ -298,7 +300,7 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
     }
 
     let serve_ollama = serve_ollama(cli, &ollama)?;
-    let ollama_token = ollama_token(cli, file, from_file, &ollama)?;
+    let ollama_token = ollama_token(cli, file_token, &ollama)?;
     let ollama_ca = match (&cli.ollama_ca, &file.ollama_ca) {
         (Some(f), _) => Some(f.clone()),
         (None, Some(f)) if from_file => Some(f.clone()),
@@ -499,14 +501,12 @@ pub fn origin(s: &str) -> anyhow::Result<String> {
 
 /// `--ollama-token` / `--ollama-token-file`: only with `--ollama-url`, and never sent in
 /// clear text beyond this host.
-/// `ollama_token_file` in the file counts when the file's `ollama_url` is the choice.
+/// `file_token`: the file's `ollama_token_file` when the file's `ollama_url` is the choice.
 fn ollama_token(
     cli: &UpCmd,
-    file: &FileConfig,
-    from_file: bool,
+    file_token: Option<&PathBuf>,
     ollama: &OllamaMode,
 ) -> anyhow::Result<Option<TokenSource>> {
-    let file_token = file.ollama_token_file.as_ref().filter(|_| from_file);
     let source = match (&cli.ollama_token, &cli.ollama_token_file) {
         (Some(t), _) if t.trim().is_empty() => {
             return Err(err(

@@ -9,8 +9,8 @@
 //! `OLLAMA_BASE_URL` points at it, and it sends each request on to the remote server
 //! over HTTPS (system CAs, webui's local CA and `--ollama-ca`) with
 //! `Authorization: Bearer TOKEN` added, streaming both ways, on a connection kept
-//! from the request before when one is open (see [`Idle`]). The token never enters the container, its environment
-//! or its logs.
+//! from the request before when one is open (see [`Idle`]). The token never enters
+//! the container, its environment or its logs.
 //!
 //! Where it listens: with `--network host` on 127.0.0.1; on a bridge network on the
 //! Docker host-gateway address (`host.docker.internal` in the container), which only
@@ -415,8 +415,8 @@ async fn connect(remote: &Remote, host: &str, port: u16) -> Result<SendRequest<B
     handshake.map_err(Failure::Other)
 }
 
-/// Why a request did not reach the remote Ollama: the three cases `webui up` tells
-/// apart when it checks the server.
+/// Why a request did not reach the remote Ollama, as far as [`check`] tells the cases
+/// apart.
 #[derive(Debug)]
 enum Failure {
     /// No TCP connection (address, port, firewall, server down).
@@ -462,6 +462,17 @@ pub enum Check {
     Answers(Option<String>),
     /// Something is wrong: what, and what to do.
     Problem { what: String, hint: String },
+}
+
+impl Check {
+    /// The line that says the remote Ollama answered (`up`'s output, `doctor`'s
+    /// evidence).
+    pub fn answered(url: &str, version: Option<&str>) -> String {
+        let version = version
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default();
+        format!("the Ollama at {url} answers with the token{version}")
+    }
 }
 
 /// Asks `GET <base>/api/version` with the token (at most [`CONNECT_TIMEOUT`] per step).
@@ -517,7 +528,7 @@ pub async fn check(remote: &Remote) -> Check {
         Ok(Err(Failure::Tls(what))) => {
             return Check::Problem {
                 what,
-                hint: "--ollama-url must name the server as its certificate does (`webui status` there lists its names)".into(),
+                hint: "--ollama-url must use a name the server's certificate covers: its --domain (`webui cert status` there), or for a `--self-signed` one its host name or one of its addresses".into(),
             };
         }
         Ok(Err(Failure::Other(e))) => {
@@ -625,14 +636,9 @@ mod tests {
     }
 
     /// A TLS server with a leaf from a fresh local CA for `localhost` only, answering
-    /// `/api/version` as Ollama does when the bearer token is `good`, else 401.
-    async fn ollama_with_own_ca() -> (tempfile::TempDir, SocketAddr) {
-        let (dir, addr, _) = ollama_server(true).await;
-        (dir, addr)
-    }
-
-    /// The same, also counting the connections it accepted; with `keep_alive` false it
-    /// closes each connection after one response.
+    /// `/api/version` as Ollama does when the bearer token is `good`, else 401; it
+    /// counts the connections it accepted, and with `keep_alive` false closes each
+    /// after one response.
     async fn ollama_server(
         keep_alive: bool,
     ) -> (
@@ -690,7 +696,7 @@ mod tests {
 
     #[tokio::test]
     async fn up_tells_what_keeps_it_from_the_remote_ollama() {
-        let (server_state, addr) = ollama_with_own_ca().await;
+        let (server_state, addr, _) = ollama_server(true).await;
         let ca = read_ca(&server_state.path().join("ca").join("ca.pem")).unwrap();
         let url = format!("https://localhost:{}", addr.port());
 
@@ -722,7 +728,7 @@ mod tests {
         let by_ip = format!("https://127.0.0.1:{}", addr.port());
         let p = problem(check(&remote(&by_ip, "good", &ca)).await);
         assert!(
-            p.contains("TLS handshake") && p.contains("as its certificate does"),
+            p.contains("TLS handshake") && p.contains("a name the server's certificate covers"),
             "{p}"
         );
         // Nothing listening.

@@ -148,12 +148,9 @@ pub async fn start_forwarder(
     let (checked, url, out) = (remote.clone(), remote_url.clone(), *printer);
     tokio::spawn(async move {
         match egress::check(&checked).await {
-            egress::Check::Answers(version) => out.line(format!(
-                "the Ollama at {url} answers with the token{}",
-                version
-                    .map(|v| format!(" (version {v})"))
-                    .unwrap_or_default()
-            )),
+            egress::Check::Answers(version) => {
+                out.line(egress::Check::answered(&url, version.as_deref()))
+            }
             egress::Check::Problem { what, hint } => out.warn(format!(
                 "{what}; Open WebUI will not see its models until this is fixed: {hint}"
             )),
