@@ -848,7 +848,8 @@ pub struct LogsCmd {
     #[arg(value_enum, value_name = "SERVICE")]
     pub service: Option<LogService>,
 
-    /// Keep printing new lines as they come
+    /// Keep printing new lines as they come, through restarts and recreated containers
+    /// (no line twice), until Ctrl-C or 10 s after the project's containers are gone
     #[arg(short, long)]
     pub follow: bool,
 

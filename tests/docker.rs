@@ -498,6 +498,7 @@ async fn status_logs_and_a_stopped_container() {
             "-f",
             "--tail",
             "0",
+            "--timestamps",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -522,9 +523,63 @@ async fn status_logs_and_a_stopped_container() {
             .iter()
             .any(|l| l.contains("/echo?marker=follow-check"));
     }
+    assert!(seen, "logs -f showed: {:?}", lines.lock().unwrap());
+
+    // A restart does not end it: the container's next start is shown, and nothing
+    // shown before it is shown again.
+    let marked = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("/echo?marker=follow-check"))
+            .count()
+    };
+    let starting = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("standin openwebui v1 listening on"))
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = marked(&lines.lock().unwrap());
+    assert!(docker(&["restart", "-t", "2", &p.n("open-webui")]).0);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) && starting(&lines.lock().unwrap()) == 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20)
+        && !lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("marker=after-restart"))
+    {
+        let _ = c
+            .get(w.https_url("/echo?marker=after-restart"))
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    {
+        let lines = lines.lock().unwrap();
+        assert_eq!(starting(&lines), 1, "logs -f after a restart: {lines:?}");
+        assert_eq!(marked(&lines), before, "lines shown again: {lines:?}");
+        // Each line carries Docker's time (ns): none may be there twice.
+        let mut seen = std::collections::HashSet::new();
+        for l in lines.iter() {
+            assert!(seen.insert(l), "{l:?} shown twice: {lines:?}");
+        }
+        assert!(
+            lines.iter().any(|l| l.contains("marker=after-restart")),
+            "logs -f after a restart: {lines:?}"
+        );
+    }
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs -f ended with the restart"
+    );
     let _ = follow.kill();
     let _ = follow.wait();
-    assert!(seen, "logs -f showed: {:?}", lines.lock().unwrap());
 
     // A stopped container shows in status, with a non-zero exit.
     assert!(docker(&["stop", "-t", "2", &p.n("open-webui")]).0);
@@ -543,6 +598,38 @@ async fn status_logs_and_a_stopped_container() {
         f.stdout
     );
     stop(w);
+
+    // `webui down` ends a `logs -f` (which waits through a stopped container).
+    let mut follow = webui::command(state.path())
+        .args(["--project", &p.name, "logs", "-f", "--tail", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Following: it printed the stopped container's last line.
+    let (first_tx, first) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = first_tx.send(l);
+        }
+    });
+    first
+        .recv_timeout(Duration::from_secs(20))
+        .expect("logs -f printed the last line");
+    let f = run(state.path(), &p, &["down"]);
+    assert_eq!(exit_code(&f), 0, "{}{}", f.stdout, f.stderr);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(follow.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("logs -f ends after down")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("has had no containers"), "{stderr}");
 }
 
 /// Runs `webui up` expecting it to fail with exit 1; returns its stderr.

@@ -2,13 +2,17 @@
 //! [--since T] [--timestamps]`:
 //! the containers' output through the Docker API. Container stdout goes to stdout,
 //! stderr to stderr; with several containers each line starts with `service | `, like
-//! compose (`open-webui-2` for replica 2 of `up --replicas`). Without `-f` the services are shown one after the other; with `-f` lines
-//! are interleaved as they come, until SIGINT/SIGTERM or the containers stop. On a
-//! swarm project (`up --swarm`) the same for the services' tasks, through the manager,
-//! each named `service.slot@node`; `proxy` is a service there.
+//! compose (`open-webui-2` for replica 2 of `up --replicas`). Without `-f` the
+//! services are shown one after the other. With `-f` lines are interleaved as they
+//! come, until SIGINT/SIGTERM or the project has had no containers for 10 s (`webui
+//! down`): a container that restarts or is recreated (the supervisor, `webui update`)
+//! is followed on from the line after the last one shown. On a swarm project (`up
+//! --swarm`) the same for the services' tasks, through the manager, each named
+//! `service.slot@node`; a task that replaces another is followed as it starts.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +25,7 @@ use crate::docker::spec::{LABEL_ROLE, Names};
 use crate::docker::{self, Role, ensure, swarm};
 use crate::error::UserError;
 use crate::output::Printer;
+use bollard::models::ContainerSummaryStateEnum;
 
 pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyhow::Result<u8> {
     let project = Project::resolve(global.project.as_deref())?;
@@ -35,16 +40,12 @@ pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyho
             None => 0,
         },
         timestamps: cmd.timestamps,
+        after: None,
     };
     let docker = docker::connect().await?;
     // `up --swarm`: the services' tasks, on whichever node they run.
-    if let Ok(services) = swarm::services(&docker, &project).await
-        && !services.is_empty()
-    {
-        let targets = swarm_targets(&docker, &project, cmd).await?;
-        return show(&docker, targets, &opts).await;
-    }
-    if cmd.service == Some(LogService::Proxy) {
+    let on_swarm = matches!(swarm::services(&docker, &project).await, Ok(s) if !s.is_empty());
+    if !on_swarm && cmd.service == Some(LogService::Proxy) {
         return Err(UserError::new(
             "the proxy is the `webui up` process itself, not a container",
         )
@@ -54,11 +55,46 @@ pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyho
         ))
         .into());
     }
-    let names = Names::new(&project);
+    let targets = find(&docker, &project, cmd, on_swarm).await?;
+    if opts.follow {
+        follow(&docker, &project, cmd, on_swarm, targets, &opts).await
+    } else {
+        show(&docker, targets, &opts).await
+    }
+}
 
-    let managed = ensure::list_managed(&docker, &project).await?;
-    // (role, replica, container name, shown service) of every container, in order.
-    let mut containers: Vec<(Role, Option<u32>, String, String)> = managed
+/// One log `webui logs` shows: its name in the output, whose it is, and whether that
+/// container or task runs now.
+#[derive(Debug, Clone)]
+struct Found {
+    shown: String,
+    target: Target,
+    running: bool,
+}
+
+async fn find(
+    docker: &bollard::Docker,
+    project: &Project,
+    cmd: &LogsCmd,
+    on_swarm: bool,
+) -> anyhow::Result<Vec<Found>> {
+    if on_swarm {
+        swarm_targets(docker, project, cmd).await
+    } else {
+        host_targets(docker, project, cmd).await
+    }
+}
+
+/// The containers whose logs `webui logs` shows on a single host.
+async fn host_targets(
+    docker: &bollard::Docker,
+    project: &Project,
+    cmd: &LogsCmd,
+) -> anyhow::Result<Vec<Found>> {
+    let names = Names::new(project);
+    let managed = ensure::list_managed(docker, project).await?;
+    // (role, replica, container name, shown service, running) of every container, in order.
+    let mut containers: Vec<(Role, Option<u32>, String, String, bool)> = managed
         .iter()
         .filter_map(|c| {
             let labels = c.labels.as_ref()?;
@@ -74,7 +110,8 @@ pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyho
                 Some(k) if k > 1 => format!("{role}-{k}"),
                 _ => role.as_str().to_string(),
             };
-            Some((role, replica, name, shown))
+            let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+            Some((role, replica, name, shown, running))
         })
         .collect();
     containers.sort();
@@ -99,12 +136,16 @@ pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyho
                 .into(),
         );
     }
-    let targets: Vec<(String, Target)> = containers
+    let targets: Vec<Found> = containers
         .iter()
-        .filter(|(role, replica, _, _)| {
+        .filter(|(role, replica, ..)| {
             wanted.contains(role) && cmd.replica.is_none_or(|k| replica.unwrap_or(1) == k)
         })
-        .map(|(_, _, name, shown)| (shown.clone(), Target::Container(name.clone())))
+        .map(|(_, _, name, shown, running)| Found {
+            shown: shown.clone(),
+            target: Target::Container(name.clone()),
+            running: *running,
+        })
         .collect();
     if let Some(k) = cmd.replica
         && targets.is_empty()
@@ -132,7 +173,7 @@ pub async fn run(global: &GlobalArgs, cmd: &LogsCmd, _printer: Printer) -> anyho
                 .into(),
         );
     }
-    show(&docker, targets, &opts).await
+    Ok(targets)
 }
 
 /// The tasks whose logs `webui logs` shows for a swarm project, named
@@ -142,7 +183,7 @@ async fn swarm_targets(
     docker: &bollard::Docker,
     project: &Project,
     cmd: &LogsCmd,
-) -> anyhow::Result<Vec<(String, Target)>> {
+) -> anyhow::Result<Vec<Found>> {
     let role = match cmd.service.unwrap_or(LogService::All) {
         LogService::All if cmd.replica.is_some() => Some("open-webui"),
         LogService::All => None,
@@ -187,10 +228,11 @@ async fn swarm_targets(
                 "" => String::new(),
                 n => format!("@{n}"),
             };
-            targets.push((
-                format!("{}{slot}{node}", s.service),
-                Target::Task(t.full_id.clone()),
-            ));
+            targets.push(Found {
+                shown: format!("{}{slot}{node}", s.service),
+                target: Target::Task(t.full_id.clone()),
+                running: t.state == "running",
+            });
         }
     }
     if targets.is_empty() {
@@ -211,73 +253,151 @@ async fn swarm_targets(
     Ok(targets)
 }
 
-/// Prints the targets' lines: one after the other, or interleaved with `-f`.
-async fn show(
-    docker: &bollard::Docker,
-    targets: Vec<(String, Target)>,
-    opts: &Options,
-) -> anyhow::Result<u8> {
-    let width = targets.iter().map(|t| t.0.len()).max().unwrap_or(0);
-    let prefix = |service: &str| {
-        if targets.len() > 1 {
-            format!("{service:<width$} | ")
-        } else {
-            String::new()
-        }
-    };
-
+/// Prints the targets' lines, one after the other.
+async fn show(docker: &bollard::Docker, targets: Vec<Found>, opts: &Options) -> anyhow::Result<u8> {
+    let width = targets.iter().map(|t| t.shown.len()).max().unwrap_or(0);
+    let several = targets.len() > 1;
     let shutdown = CancellationToken::new();
     crate::signal::cancel_on_signal(shutdown.clone())?;
-    let (tx, mut rx) = mpsc::channel::<Line>(1024);
-    let groups: Vec<Vec<(String, Target)>> = if opts.follow {
-        vec![targets.clone()]
-    } else {
-        targets.iter().map(|t| vec![t.clone()]).collect()
-    };
-    for group in groups {
-        let mut tasks = Vec::new();
-        for (shown, target) in group {
-            tasks.push(tokio::spawn(logs::stream_target(
-                docker.clone(),
-                shown,
-                target,
-                opts.clone(),
-                tx.clone(),
-            )));
-        }
-        let done = async {
-            for t in tasks {
-                let _ = t.await;
-            }
-        };
-        tokio::pin!(done);
+    for found in targets {
+        let (tx, mut rx) = mpsc::channel::<Line>(1024);
+        let task = tokio::spawn(logs::stream_target(
+            docker.clone(),
+            found.shown,
+            found.target,
+            opts.clone(),
+            tx,
+        ));
         loop {
             tokio::select! {
                 line = rx.recv() => {
                     let Some(line) = line else { break };
-                    if !print(&line, &prefix(&line.service)) {
+                    if !print(&line, several, width) {
                         return Ok(0);
                     }
-                }
-                _ = &mut done => {
-                    // Drain what the tasks sent before they ended.
-                    while let Ok(line) = rx.try_recv() {
-                        if !print(&line, &prefix(&line.service)) {
-                            return Ok(0);
-                        }
-                    }
-                    break;
                 }
                 _ = shutdown.cancelled() => return Ok(0),
             }
         }
+        task.await??;
     }
     Ok(0)
 }
 
-/// Prints one line; false when the reader went away (broken pipe), which ends the
-/// command with success like other Unix tools.
-fn print(line: &Line, prefix: &str) -> bool {
+/// How many seconds `-f` waits on a project without containers before it ends.
+const GONE_FOR: u32 = 10;
+
+/// One followed log: its stream while it runs, and the time of the last line shown.
+struct Followed {
+    stream: Option<tokio::task::JoinHandle<anyhow::Result<Option<SystemTime>>>>,
+    started: SystemTime,
+    last: Option<SystemTime>,
+}
+
+/// `-f`: the targets' lines interleaved as they come. Once a second the project is
+/// looked at again: a log whose stream ended (its container stopped) is read again
+/// from after its last line once the container runs again, and a new target (a
+/// recreated container, a swarm task replacing another) is followed from its start.
+async fn follow(
+    docker: &bollard::Docker,
+    project: &Project,
+    cmd: &LogsCmd,
+    on_swarm: bool,
+    first: Vec<Found>,
+    opts: &Options,
+) -> anyhow::Result<u8> {
+    let shutdown = CancellationToken::new();
+    crate::signal::cancel_on_signal(shutdown.clone())?;
+    let (tx, mut rx) = mpsc::channel::<Line>(1024);
+    let several = first.len() > 1;
+    let mut width = first.iter().map(|t| t.shown.len()).max().unwrap_or(0);
+    let mut followed: HashMap<Target, Followed> = HashMap::new();
+    let start = |found: &Found, opts: Options| Followed {
+        stream: Some(tokio::spawn(logs::stream_target(
+            docker.clone(),
+            found.shown.clone(),
+            found.target.clone(),
+            opts,
+            tx.clone(),
+        ))),
+        started: SystemTime::now(),
+        last: None,
+    };
+    for found in &first {
+        followed.insert(found.target.clone(), start(found, opts.clone()));
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut gone = 0;
+    loop {
+        tokio::select! {
+            line = rx.recv() => {
+                let Some(line) = line else { continue };
+                width = width.max(line.service.len());
+                if !print(&line, several, width) {
+                    return Ok(0);
+                }
+            }
+            _ = tick.tick() => {
+                for f in followed.values_mut() {
+                    if let Some(stream) = f.stream.take_if(|s| s.is_finished()) {
+                        match stream.await {
+                            Ok(Ok(last)) => f.last = last.or(f.last),
+                            Ok(Err(e)) => tracing::debug!("a log stream ended: {e:#}"),
+                            Err(e) => tracing::debug!("a log stream failed: {e}"),
+                        }
+                    }
+                }
+                // Gone for now (an update recreating containers) reads as none.
+                let found = find(docker, project, cmd, on_swarm).await.unwrap_or_default();
+                if found.is_empty() && followed.values().all(|f| f.stream.is_none()) {
+                    gone += 1;
+                    if gone >= GONE_FOR {
+                        eprintln!(
+                            "webui logs: project {} has had no containers for {GONE_FOR} s; stopping",
+                            project.key()
+                        );
+                        return Ok(0);
+                    }
+                    continue;
+                }
+                gone = 0;
+                for found in found {
+                    match followed.get_mut(&found.target) {
+                        None => {
+                            // New since `-f` began: all of it.
+                            let new = Options { tail: "all".into(), ..opts.clone() };
+                            followed.insert(found.target.clone(), start(&found, new));
+                        }
+                        Some(f) if f.stream.is_none() && found.running => {
+                            // Running again: on from the last line shown.
+                            let again = Options {
+                                tail: "all".into(),
+                                after: Some(f.last.unwrap_or(f.started)),
+                                ..opts.clone()
+                            };
+                            let last = f.last;
+                            *f = start(&found, again);
+                            f.last = last;
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            _ = shutdown.cancelled() => return Ok(0),
+        }
+    }
+}
+
+/// Prints one line, after `service | ` when several logs are shown; false when the
+/// reader went away (broken pipe), which ends the command with success like other
+/// Unix tools.
+fn print(line: &Line, several: bool, width: usize) -> bool {
+    let prefix = if several {
+        format!("{:<width$} | ", line.service)
+    } else {
+        String::new()
+    };
     let result = match line.source {
         Source::Stdout => writeln!(std::io::stdout().lock(), "{prefix}{}", line.text),
         Source::Stderr => writeln!(std::io::stderr().lock(), "{prefix}{}", line.text),

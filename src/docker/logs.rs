@@ -34,7 +34,11 @@ pub struct Options {
     pub tail: String,
     /// Unix seconds; 0 means from the beginning.
     pub since: i64,
+    /// Keep Docker's time at the start of each line.
     pub timestamps: bool,
+    /// Skip lines Docker received at or before this time: for a log read again after
+    /// its container restarted, what was shown already.
+    pub after: Option<SystemTime>,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
             tail: "all".into(),
             since: 0,
             timestamps: false,
+            after: None,
         }
     }
 }
@@ -111,20 +116,39 @@ impl Splitter {
     }
 }
 
+/// Docker's times are always asked for (they say where a log read again resumes);
+/// [`stream_target`] takes them off unless `timestamps` is set.
 fn options(o: &Options) -> bollard::query_parameters::LogsOptions {
+    let after = o.after.map_or(0, |at| {
+        at.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
     LogsOptionsBuilder::default()
         .stdout(true)
         .stderr(true)
         .follow(o.follow)
         .tail(&o.tail)
-        .since(o.since.clamp(0, i32::MAX as i64) as i32)
-        .timestamps(o.timestamps)
+        .since(o.since.max(after).clamp(0, i32::MAX as i64) as i32)
+        .timestamps(true)
         .build()
+}
+
+/// Splits Docker's time (RFC 3339 with nanoseconds, then a space) off the start of
+/// one log message; a message without one is returned whole.
+pub fn split_stamp(message: &[u8]) -> (Option<SystemTime>, &[u8]) {
+    let head = &message[..message.len().min(40)];
+    if let Some(i) = head.iter().position(|&b| b == b' ')
+        && let Ok(text) = std::str::from_utf8(&message[..i])
+        && let Ok(at) = humantime::parse_rfc3339(text)
+    {
+        return (Some(at), &message[i + 1..]);
+    }
+    (None, message)
 }
 
 /// Whose log: a container's, or a swarm task's (on whichever node it runs; the
 /// manager's engine fetches it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Container(String),
     Task(String),
@@ -139,44 +163,64 @@ pub async fn stream_lines(
     opts: Options,
     tx: mpsc::Sender<Line>,
 ) -> anyhow::Result<()> {
-    stream_target(docker, service, Target::Container(container), opts, tx).await
+    stream_target(docker, service, Target::Container(container), opts, tx).await?;
+    Ok(())
 }
 
-/// [`stream_lines`] for either kind of [`Target`].
+/// [`stream_lines`] for either kind of [`Target`]; returns the time of the last
+/// line it passed on (where a later read of the same log resumes).
 pub async fn stream_target(
     docker: Docker,
     service: String,
     target: Target,
     opts: Options,
     tx: mpsc::Sender<Line>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<SystemTime>> {
     let mut stream = match &target {
         Target::Container(name) => docker.logs(name, Some(options(&opts))).boxed(),
         Target::Task(id) => docker.task_logs(id, Some(options(&opts))).boxed(),
     };
     let mut out = Splitter::default();
     let mut err = Splitter::default();
+    // The time of the message that ended the line, and of the last line sent.
+    let mut at = None;
+    let mut last = None;
+    let shown =
+        |at: Option<SystemTime>| opts.after.is_none_or(|after| at.is_none_or(|t| t > after));
     while let Some(item) = stream.next().await {
-        let (source, lines) = match item? {
+        let (source, message) = match item? {
             LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                (Source::Stdout, out.push(&message))
+                (Source::Stdout, message)
             }
-            LogOutput::StdErr { message } => (Source::Stderr, err.push(&message)),
+            LogOutput::StdErr { message } => (Source::Stderr, message),
             LogOutput::StdIn { .. } => continue,
         };
+        let (stamp, body) = split_stamp(&message);
+        at = stamp.or(at);
+        let body = if opts.timestamps { &message[..] } else { body };
+        let lines = match source {
+            Source::Stdout => out.push(body),
+            Source::Stderr => err.push(body),
+        };
         for text in lines {
+            if !shown(at) {
+                continue;
+            }
             let line = Line {
                 service: service.clone(),
                 source,
                 text,
             };
             if tx.send(line).await.is_err() {
-                return Ok(());
+                return Ok(last);
             }
+            last = at.or(last);
         }
     }
     for (source, splitter) in [(Source::Stdout, &mut out), (Source::Stderr, &mut err)] {
-        if let Some(text) = splitter.finish() {
+        if let Some(text) = splitter.finish()
+            && shown(at)
+        {
             let _ = tx
                 .send(Line {
                     service: service.clone(),
@@ -184,9 +228,10 @@ pub async fn stream_target(
                     text,
                 })
                 .await;
+            last = at.or(last);
         }
     }
-    Ok(())
+    Ok(last)
 }
 
 /// The last `n` lines (stdout and stderr) of `container`.
@@ -223,6 +268,23 @@ mod tests {
         assert_eq!(s.push(b"c\r\n\nd"), vec!["bc", ""]);
         assert_eq!(s.finish().as_deref(), Some("d"));
         assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn docker_times_are_split_off() {
+        let (at, body) = split_stamp(b"2024-05-01T12:00:00.123456789Z hello world\n");
+        assert_eq!(body, b"hello world\n");
+        let at = at.unwrap().duration_since(UNIX_EPOCH).unwrap();
+        assert_eq!(
+            (at.as_secs(), at.subsec_nanos()),
+            (1_714_564_800, 123_456_789)
+        );
+        // Docker drops trailing zeros of the fraction; order still holds.
+        let (a, _) = split_stamp(b"2024-05-01T12:00:00.1234Z a");
+        let (b, _) = split_stamp(b"2024-05-01T12:00:00.12345Z b");
+        assert!(a.unwrap() < b.unwrap());
+        assert_eq!(split_stamp(b"no time here"), (None, &b"no time here"[..]));
+        assert_eq!(split_stamp(b""), (None, &b""[..]));
     }
 
     #[test]
