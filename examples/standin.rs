@@ -4,7 +4,8 @@
 //! and the environment variables it reads.
 //!
 //! Invoked as `curl` (the images link /usr/bin/curl to it) it is a minimal
-//! `curl -fsS [--max-time N] URL`, because the real Open WebUI image ships curl
+//! `curl [-fsS] [--max-time N] [-w FORMAT] URL` (`-f`: an error status is exit 22;
+//! `-w`: `%{http_code}` and `\n`), because the real Open WebUI image ships curl
 //! and `webui doctor` uses it from inside the container.
 
 #[path = "../tests/support/standin.rs"]
@@ -23,19 +24,33 @@ async fn main() {
 }
 
 async fn curl(args: &[String]) -> i32 {
+    use std::io::Write;
     let Some(url) = args.iter().rev().find(|a| a.starts_with("http://")) else {
         eprintln!("curl (stand-in): only http:// URLs");
         return 2;
     };
+    let fail = args
+        .iter()
+        .any(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('f'));
+    let write_out = args
+        .iter()
+        .position(|a| a == "-w")
+        .and_then(|i| args.get(i + 1));
     match standin::fetch_url(url).await {
-        Ok((status, body)) if (200..300).contains(&status) => {
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&body);
-            0
-        }
-        Ok((status, _)) => {
+        Ok((status, _)) if fail && !(200..300).contains(&status) => {
             eprintln!("curl: (22) The requested URL returned error: {status}");
             22
+        }
+        Ok((status, body)) => {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(&body);
+            if let Some(w) = write_out {
+                let w = w
+                    .replace("\\n", "\n")
+                    .replace("%{http_code}", &status.to_string());
+                let _ = out.write_all(w.as_bytes());
+            }
+            0
         }
         Err(e) => {
             eprintln!("curl: (7) {e}");

@@ -365,7 +365,7 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
     // `webui doctor` on the UI server asks the remote Ollama as the forwarder does:
     // pass; after a rotation on the GPU box that the UI server missed, the refused
     // token with its fix.
-    let remote_check = || {
+    let doctor_check = |name: &str| {
         let d = webui::run(
             ui_state.path(),
             &["--project", &ui.name, "doctor", "--json"],
@@ -377,14 +377,11 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| {
-                c["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("remote Ollama"))
-            })
+            .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with(name)))
             .cloned()
-            .unwrap_or_else(|| panic!("no remote Ollama check in {v:#}"))
+            .unwrap_or_else(|| panic!("no {name} check in {v:#}"))
     };
+    let remote_check = || doctor_check("remote Ollama");
     let c = remote_check();
     assert_eq!(c["status"], "pass", "{c}");
     assert!(
@@ -403,6 +400,21 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
             .as_str()
             .unwrap()
             .contains("refused the token")
+            && c["fix"].as_str().unwrap().contains("webui token show"),
+        "{c}"
+    );
+    assert!(
+        !c.to_string().contains(&new),
+        "the token is not in doctor's output"
+    );
+    // Inside the container, the refusal as Open WebUI gets it, with the same fix.
+    let c = doctor_check("Ollama from open-webui");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(
+        c["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("answered HTTP 401")
             && c["fix"].as_str().unwrap().contains("webui token show"),
         "{c}"
     );

@@ -290,7 +290,7 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
     }
 
     // `up --ollama-url … --ollama-token…`: the remote Ollama, asked from this host as
-    // the forwarder asks it (inside the container a failure is only the forwarder's 502).
+    // the forwarder asks it (inside the container a failure is only the forwarder's answer).
     let project_state = ProjectState::new(&paths.state_dir, &project);
     if let (Some(remote), Some(token)) = (
         run.as_ref().and_then(|r| r.remote_ollama.clone()),
@@ -774,27 +774,39 @@ async fn container_checks(docker: &Docker, container: &str) -> Vec<Check> {
         return out;
     };
     let url = format!("{}/api/tags", ollama.trim_end_matches('/'));
+    // Each prints the body, a newline and the HTTP status: an error answer (the
+    // forwarder's 502, a refused token) says more than a failed fetch.
     let attempts: [Vec<String>; 2] = [
         vec![
             "curl".into(),
-            "-fsS".into(),
+            "-sS".into(),
             "--max-time".into(),
             "10".into(),
+            "-w".into(),
+            "\n%{http_code}".into(),
             url.clone(),
         ],
         vec![
             "python3".into(),
             "-c".into(),
             format!(
-                "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen('{url}',timeout=10).read().decode())"
+                "import urllib.request,urllib.error,sys\n\
+                 try:\n r=urllib.request.urlopen('{url}',timeout=10);b,c=r.read(),r.status\n\
+                 except urllib.error.HTTPError as e:\n b,c=e.read(),e.code\n\
+                 sys.stdout.write(b.decode(errors='replace')+'\\n'+str(c))"
             ),
         ],
     ];
     let mut last = String::from("no tool to fetch with inside the container");
     for cmd in attempts {
         match exec(docker, container, cmd).await {
-            Ok((0, body)) => {
-                let models = serde_json::from_str::<serde_json::Value>(&body)
+            Ok((0, out_text)) => {
+                let (body, code) = out_text.rsplit_once('\n').unwrap_or(("", &out_text));
+                if code.trim() != "200" {
+                    out.push(http_refused(&ollama, container, code.trim(), body));
+                    return out;
+                }
+                let models = serde_json::from_str::<serde_json::Value>(body)
                     .ok()
                     .and_then(|v| {
                         v["models"].as_array().map(|m| {
@@ -836,6 +848,31 @@ async fn container_checks(docker: &Docker, container: &str) -> Vec<Check> {
         Some("bundled: `webui up --ollama`; on the host: listen on an address containers reach; remote: --ollama-url"),
     ));
     out
+}
+
+/// An error answer to `/api/tags` from inside the container: its status, the start
+/// of its body (the forwarder's 502 names the cause), and what to do.
+fn http_refused(ollama: &str, container: &str, code: &str, body: &str) -> Check {
+    let mut said: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if said.chars().count() > 300 {
+        said = said.chars().take(300).collect::<String>() + "…";
+    }
+    let fix = match code {
+        "401" | "403" => {
+            "the Ollama wants a token: give webui the one it serves (`webui up --ollama-url URL --ollama-token-file FILE`; `webui token show` on that box)"
+        }
+        "502" | "503" | "504" => {
+            "the Ollama behind it does not answer; the remote Ollama check below, or `webui logs ollama` for a bundled one, says why"
+        }
+        "404" => "check OLLAMA_BASE_URL: it is the server's root, no path",
+        _ => "check that OLLAMA_BASE_URL is an Ollama server",
+    };
+    check(
+        "Ollama from open-webui",
+        Status::Fail,
+        format!("{ollama}/api/tags answered HTTP {code} inside {container}: {said}"),
+        Some(fix),
+    )
 }
 
 /// The remote Ollama behind webui's forwarder, checked with the forwarder's token and
