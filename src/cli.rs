@@ -664,6 +664,22 @@ pub struct UpCmd {
     #[arg(long, env = "WEBUI_CRASH_LOOP", value_name = "EXITS/DURATION")]
     pub crash_loop: Option<String>,
 
+    /// Back up Open WebUI's data this often while `up` runs, e.g. 1d or 12h (as
+    /// `webui backup` does: online, verified); the first one as soon as Open WebUI is
+    /// ready when --backup-dir has none of this project's [default: off]
+    #[arg(long, env = "WEBUI_BACKUP_EVERY", value_name = "DURATION")]
+    pub backup_every: Option<String>,
+
+    /// How many of those backups to keep: after each one, older ones of this project
+    /// in --backup-dir are removed (nothing else there is touched) [default: 7]
+    #[arg(long, env = "WEBUI_BACKUP_KEEP", value_name = "N")]
+    pub backup_keep: Option<usize>,
+
+    /// Where those backups go (another disk is better) [default:
+    /// <state-dir>/backups/scheduled]
+    #[arg(long, env = "WEBUI_BACKUP_DIR", value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+
     /// Email of the admin account created before the site opens when Open WebUI has
     /// no account yet (the password: env WEBUI_ADMIN_PASSWORD, else generated and
     /// shown once) [default: admin@<first --domain>, else admin@localhost]

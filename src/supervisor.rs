@@ -274,6 +274,26 @@ pub struct Live {
     /// a single Open WebUI). `state` above is then the site's (any replica healthy).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<ReplicaLive>,
+    /// `--backup-every`: the schedule and how it went (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupsLive>,
+}
+
+/// Scheduled backups in [`Live`] (`commands::scheduled`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupsLive {
+    /// The interval, e.g. `1day`.
+    pub every: String,
+    pub keep: usize,
+    pub dir: String,
+    /// The last archive written by this `up`, and when.
+    pub last: Option<String>,
+    pub last_at: Option<String>,
+    pub next_at: Option<String>,
+    /// Why the last attempt failed; cleared by a success.
+    pub last_error: Option<String>,
+    /// Backups written since this `up` started.
+    pub made: u64,
 }
 
 /// One replica in [`Live::replicas`].

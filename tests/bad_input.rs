@@ -415,6 +415,24 @@ fn bad_flag_values_and_combinations_exit_1_with_the_right_form() {
         ),
         (vec!["up", "--port", "70000"], vec!["--port", "70000"]),
         (
+            vec!["up", "--backup-every", "0s"],
+            vec!["--backup-every", "longer than 0s"],
+        ),
+        (
+            vec!["up", "--backup-keep", "3"],
+            vec!["--backup-keep", "--backup-every 1d"],
+        ),
+        (
+            vec![
+                "up",
+                "--backup-every",
+                "1d",
+                "--backup-dir",
+                "/proc/webui-backups",
+            ],
+            vec!["--backup-dir /proc/webui-backups", "hint:"],
+        ),
+        (
             vec!["update", "--version", "v1", "--image", "x:y"],
             vec!["--version", "--image"],
         ),

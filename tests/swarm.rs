@@ -579,6 +579,10 @@ fn swarm_refuses_a_loopback_listen_address_and_flags_that_do_not_fit() {
             "does not go with --swarm",
         ),
         (
+            vec!["up", "--swarm", "--backup-every", "1d"],
+            "--backup-every does not go with --swarm",
+        ),
+        (
             vec![
                 "up",
                 "--swarm",

@@ -544,3 +544,109 @@ async fn updates_keep_their_newest_backups_and_never_remove_a_manual_one() {
     assert_eq!(names().len(), 2, "{:?}", names());
     assert!(manual.exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_makes_scheduled_backups_and_keeps_only_the_newest_of_its_own() {
+    let Some(repo) = image_repo() else { return };
+    let p = project("sched");
+    let state = webui::state_dir();
+    let port = free_port();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("nightly");
+    std::fs::create_dir(&dir).unwrap();
+    // Not the schedule's to remove: other files, another project's archive whose name
+    // starts like this one's. This project's stale archive is, once two newer exist.
+    let foreign = [
+        dir.join("notes.txt"),
+        dir.join(format!("webui-backup-{}-2-20200101T000000Z.tar.gz", p.name)),
+    ];
+    for f in &foreign {
+        std::fs::write(f, b"keep me").unwrap();
+    }
+    let stale = dir.join(format!("webui-backup-{}-20200101T000000Z.tar.gz", p.name));
+    std::fs::write(&stale, b"old").unwrap();
+
+    let dir_arg = dir.display().to_string();
+    let w = sv::up(
+        state.path(),
+        &p,
+        &format!("{repo}:v1"),
+        port,
+        "127.0.0.1:0",
+        &[
+            "--backup-every",
+            "3s",
+            "--backup-keep",
+            "2",
+            "--backup-dir",
+            &dir_arg,
+        ],
+    );
+    sv::wait_ready(&w);
+    write(port, "marker.txt", b"in the scheduled backup").await;
+    let written = |w: &Webui| {
+        w.output_text()
+            .matches("scheduled backup written: ")
+            .count()
+    };
+    let start = std::time::Instant::now();
+    while written(&w) < 3 && start.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        written(&w) >= 3,
+        "three scheduled backups:\n{}",
+        w.output_text()
+    );
+
+    let f = run(state.path(), &p, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+    let b = &v["supervisor"]["backups"];
+    assert!(b["made"].as_u64().unwrap() >= 3, "{b}");
+    assert_eq!(
+        (b["keep"].as_u64(), b["last_error"].is_null()),
+        (Some(2), true),
+        "{b}"
+    );
+    let f = run(state.path(), &p, &["status"]);
+    assert!(
+        f.stdout.contains(&format!(
+            "backups: every 3s, newest 2 kept in {dir_arg}; last "
+        )),
+        "{}",
+        both(&f)
+    );
+    let out = stop(w);
+
+    let mine: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|path| !foreign.contains(path))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(mine.len(), 2, "the newest two are kept: {mine:?}\n{out}");
+    assert!(
+        !stale.exists(),
+        "the stale archive of this project is removed"
+    );
+    for f in &foreign {
+        assert_eq!(std::fs::read(f).unwrap(), b"keep me", "{}", f.display());
+    }
+    // The newest is a whole backup holding what was written before it.
+    let newest = mine.last().unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(newest)
+        .arg("data/marker.txt")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&tar.stdout),
+        "in the scheduled backup",
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+}

@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod proxy;
 pub mod restore;
 pub mod rolling;
+pub mod scheduled;
 pub mod service;
 pub mod site;
 pub mod status;

@@ -60,6 +60,12 @@
 //!                   "upstream": "http://127.0.0.1:3000",       // each replica's view, and
 //!                   "state": "healthy", "detail": null,        // `state` above is the
 //!                   "health": {...}}],                         // site's (any replica healthy)
+//!     "backups": {"every": "1day", "keep": 7,  // only with --backup-every
+//!                 "dir": "/var/lib/webui/backups/scheduled",
+//!                 "last": "/var/lib/.../webui-backup-default-20261125T080032Z.tar.gz",
+//!                 "last_at": "...", "next_at": "...",
+//!                 "last_error": null,          // why the last attempt failed, if it did
+//!                 "made": 1},                  // written since this `up` started
 //!     "certificates": [...]           // as in `webui cert status --json`
 //!   }
 //! }
@@ -489,6 +495,26 @@ fn print_live(v: &serde_json::Value, printer: &Printer) {
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         ));
+    }
+    if let Some(b) = v["backups"].as_object() {
+        let field = |k: &str| b.get(k).and_then(|x| x.as_str());
+        let mut line = format!(
+            "  backups: every {}, newest {} kept in {}; ",
+            field("every").unwrap_or("?"),
+            b.get("keep").map(|k| k.to_string()).unwrap_or_default(),
+            field("dir").unwrap_or("?")
+        );
+        match (field("last"), field("last_at")) {
+            (Some(last), Some(at)) => line.push_str(&format!("last {at} ({last})")),
+            _ => line.push_str("none yet by this run"),
+        }
+        if let Some(next) = field("next_at") {
+            line.push_str(&format!(", next {next}"));
+        }
+        printer.line(line);
+        if let Some(e) = field("last_error") {
+            printer.line(format!("  BACKUP FAILED: {e}"));
+        }
     }
     for e in v["last_errors"].as_array().into_iter().flatten() {
         printer.line(format!("  {}  {}", s(&e["at"]), s(&e["message"])));

@@ -256,6 +256,12 @@ fn refuse_unsupported(cmd: &UpCmd, up: &upcfg::UpSettings) -> anyhow::Result<()>
             "GPUs belong to Ollama; run it on a GPU node and give --ollama-url",
         );
     }
+    if up.backups.is_some() {
+        return no(
+            "--backup-every",
+            "scheduled backups are made by a running single-host `webui up`, and a swarm runs without one; back up the swarm's Postgres with its own tools",
+        );
+    }
     if up.adopt {
         return no(
             "--adopt",

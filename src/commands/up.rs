@@ -87,6 +87,10 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     // 2. One supervisor per project and state dir. Taken before binding so that a
     //    second `webui up` names the running one instead of reporting a busy port.
     let _lock = InstanceLock::acquire(&paths.state_dir, project.key())?;
+    let backup_dir = match &up.backups {
+        Some(s) => Some(super::scheduled::prepare(s, &paths.state_dir)?),
+        None => None,
+    };
 
     // 3. Bind (nothing with --behind-proxy: the web server in front listens).
     let bound = match behind {
@@ -294,6 +298,25 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
                     return abort(&sup, e, drain).await;
                 }
                 None => printer.line("interrupted; containers that were started keep running"),
+            }
+            if let (Some(schedule), Some(dir)) = (&up.backups, backup_dir)
+                && !root.is_cancelled()
+            {
+                printer.line(format!(
+                    "backups: every {}, the newest {} kept in {}",
+                    humantime::format_duration(schedule.every),
+                    schedule.keep,
+                    dir.display()
+                ));
+                let scheduler = super::scheduled::Scheduler {
+                    project: project.clone(),
+                    files: super::backup::state_files(&paths, &project),
+                    schedule: schedule.clone(),
+                    dir,
+                    live: live.clone(),
+                    printer,
+                };
+                sup.spawn("scheduled backups", false, |token| scheduler.run(token));
             }
         }
         Some(Err(e)) => {

@@ -59,6 +59,9 @@ pub struct FileConfig {
     pub env_file: Option<PathBuf>,
     pub aiohttp_timeout: Option<String>,
     pub health_timeout: Option<String>,
+    pub backup_every: Option<String>,
+    pub backup_keep: Option<usize>,
+    pub backup_dir: Option<PathBuf>,
     pub behind_proxy: Option<bool>,
     pub admin_email: Option<String>,
     pub admin_name: Option<String>,
@@ -143,6 +146,7 @@ impl FileConfig {
                 &mut parsed.ollama_ca,
                 &mut parsed.openai_key_file,
                 &mut parsed.env_file,
+                &mut parsed.backup_dir,
             ]
             .into_iter()
             .flatten()

@@ -150,7 +150,21 @@ pub struct UpSettings {
     pub postgres_image: String,
     pub postgres_image_set: bool,
     pub redis_image: String,
+    /// `--backup-every`: backups made by the running `up`.
+    pub backups: Option<BackupSchedule>,
 }
+
+/// `--backup-every`, `--backup-keep`, `--backup-dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSchedule {
+    pub every: Duration,
+    pub keep: usize,
+    /// None: `<state-dir>/backups/scheduled`.
+    pub dir: Option<PathBuf>,
+}
+
+/// How many scheduled backups are kept unless `--backup-keep` says otherwise.
+pub const DEFAULT_BACKUP_KEEP: usize = 7;
 
 /// An Ollama API served over HTTPS with a bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,6 +407,7 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
     let redis_image = pick(&cli.redis_image, &file.redis_image)
         .unwrap_or_else(|| crate::docker::replicas::DEFAULT_REDIS_IMAGE.to_string());
     check_image("--redis-image", &redis_image)?;
+    let backups = backup_schedule(cli, file, serve_ollama.as_ref())?;
 
     Ok(UpSettings {
         image,
@@ -415,7 +430,48 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
         postgres_image,
         postgres_image_set,
         redis_image,
+        backups,
     })
+}
+
+fn backup_schedule(
+    cli: &UpCmd,
+    file: &FileConfig,
+    serve_ollama: Option<&ServeOllama>,
+) -> anyhow::Result<Option<BackupSchedule>> {
+    let keep = pick(&cli.backup_keep, &file.backup_keep);
+    let dir = pick(&cli.backup_dir, &file.backup_dir);
+    let Some(every) = pick(&cli.backup_every, &file.backup_every) else {
+        // Flags that would do nothing are refused; the file may keep dormant values.
+        if cli.backup_keep.is_some() || cli.backup_dir.is_some() {
+            return Err(UserError::new(
+                "--backup-keep and --backup-dir are for scheduled backups, which are off",
+            )
+            .hint("add --backup-every, e.g. --backup-every 1d (or `backup_every = \"1d\"` in webui.toml)")
+            .into());
+        }
+        return Ok(None);
+    };
+    let every = values::duration("--backup-every", &every).map_err(UserError::new)?;
+    if every.is_zero() {
+        return Err(UserError::new("--backup-every must be longer than 0s")
+            .hint("e.g. --backup-every 1d; leave it out for no scheduled backups")
+            .into());
+    }
+    let keep = keep.unwrap_or(DEFAULT_BACKUP_KEEP);
+    if keep == 0 {
+        return Err(UserError::new("--backup-keep 0 would delete each backup once made")
+            .hint("keep at least 1 (default 7); leave out --backup-every for no scheduled backups")
+            .into());
+    }
+    if serve_ollama.is_some_and(|s| s.only) {
+        return Err(UserError::new(
+            "--backup-every backs up Open WebUI's data; --ollama-only runs no Open WebUI",
+        )
+        .hint("drop --backup-every on the Ollama box")
+        .into());
+    }
+    Ok(Some(BackupSchedule { every, keep, dir }))
 }
 
 /// `--ollama-only`, `--ollama-domain`, `--ollama-port`, `--allow-origin`.
@@ -1180,5 +1236,73 @@ mod tests {
             ..Default::default()
         };
         assert!(up(&cli, &FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn backup_schedules() {
+        let none = up(&UpCmd::default(), &FileConfig::default()).unwrap();
+        assert_eq!(none.backups, None);
+        let cli = UpCmd {
+            backup_every: Some("12h".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            up(&cli, &FileConfig::default()).unwrap().backups,
+            Some(BackupSchedule {
+                every: Duration::from_secs(12 * 3600),
+                keep: DEFAULT_BACKUP_KEEP,
+                dir: None
+            })
+        );
+        let s = up(
+            &UpCmd::default(),
+            &file("backup_every = \"1d\"\nbackup_keep = 3\nbackup_dir = \"b\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.backups,
+            Some(BackupSchedule {
+                every: Duration::from_secs(86_400),
+                keep: 3,
+                dir: Some("b".into())
+            }),
+            "relative to the file's directory (here none)"
+        );
+        // A file may hold dormant values; flags that would do nothing are refused.
+        assert_eq!(
+            up(&UpCmd::default(), &file("backup_keep = 3\n"))
+                .unwrap()
+                .backups,
+            None
+        );
+        let m = msg(up(
+            &UpCmd {
+                backup_keep: Some(3),
+                ..Default::default()
+            },
+            &FileConfig::default(),
+        )
+        .unwrap_err());
+        assert!(m.contains("--backup-every 1d"), "{m}");
+        for (every, keep, needle) in [
+            ("0s", None, "longer than 0s"),
+            ("soon", None, "--backup-every"),
+            ("1d", Some(0), "--backup-keep 0"),
+        ] {
+            let cli = UpCmd {
+                backup_every: Some(every.into()),
+                backup_keep: keep,
+                ..Default::default()
+            };
+            let m = msg(up(&cli, &FileConfig::default()).unwrap_err());
+            assert!(m.contains(needle), "{every}: {m}");
+        }
+        let cli = UpCmd {
+            backup_every: Some("1d".into()),
+            ollama_only: Some(true),
+            ..Default::default()
+        };
+        let m = msg(up(&cli, &FileConfig::default()).unwrap_err());
+        assert!(m.contains("--ollama-only runs no Open WebUI"), "{m}");
     }
 }

@@ -1,0 +1,268 @@
+//! `webui up --backup-every DURATION [--backup-keep N] [--backup-dir DIR]`: backups
+//! made by the running `up`, as `webui backup` makes them (online where the image has
+//! python3, with the Postgres dump on Postgres), into a directory of their own
+//! (default `<state-dir>/backups/scheduled`, mode 0700), the newest N kept.
+//!
+//! - When: the newest archive of this project in that directory plus the interval, so
+//!   a restart of `up` neither skips nor repeats one; with none there, as soon as the
+//!   scheduler starts (Open WebUI's first health check done), which also shows at once
+//!   whether backups work.
+//! - Not while `webui update` swaps the container (it backs up itself): the backup
+//!   waits until the update is over.
+//! - A failed backup is logged, kept for `webui status` (and its last errors), and
+//!   tried again after the interval or an hour, whichever is sooner.
+//! - Removing: each new archive is read back whole ([`backup::verify`]) first; then
+//!   the oldest of this project's archives in the directory beyond N are removed. Only
+//!   names this schedule writes (`webui-backup-<project>-<YYYYMMDDTHHMMSSZ>.tar.gz`)
+//!   count: other files, other projects' archives, `webui backup`'s and `webui
+//!   update`'s (elsewhere) are never touched.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::up::{BackupSchedule, Project};
+use crate::docker::backup::{self, StateFiles};
+use crate::output::Printer;
+use crate::supervisor::{self, BackupsLive, SharedLive};
+
+/// The longest wait before a failed backup is tried again.
+const RETRY: Duration = Duration::from_secs(3600);
+/// How often a backup held back by an update looks again.
+const UPDATE_WAIT: Duration = Duration::from_secs(5);
+
+/// The directory scheduled backups go to.
+pub fn dir(schedule: &BackupSchedule, state_dir: &Path) -> PathBuf {
+    schedule
+        .dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("backups").join("scheduled"))
+}
+
+/// Makes the directory (0700, like the state dir) before anything starts, so a path
+/// that cannot be written is refused up front.
+pub fn prepare(schedule: &BackupSchedule, state_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = dir(schedule, state_dir);
+    crate::state::create_private_dir(&dir).map_err(|e| {
+        crate::error::UserError::new(format!(
+            "--backup-dir {}: cannot make or use it: {e:#}",
+            dir.display()
+        ))
+        .hint("give a directory root (or the user running webui) can write, e.g. on another disk")
+    })?;
+    Ok(dir)
+}
+
+/// This project's scheduled archives in `dir` with their times, oldest first.
+pub fn archives(dir: &Path, project: &str) -> Vec<(SystemTime, PathBuf)> {
+    let prefix = format!("webui-backup-{project}-");
+    let mut found: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stamp = name.strip_prefix(&prefix)?.strip_suffix(".tar.gz")?;
+            Some((stamp_time(stamp)?, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `20261125T080032Z` (what `backup::default_name` writes) as a time.
+fn stamp_time(stamp: &str) -> Option<SystemTime> {
+    let b = stamp.as_bytes();
+    let shape = b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
+    if !shape {
+        return None;
+    }
+    let s = |r: std::ops::Range<usize>| &stamp[r];
+    humantime::parse_rfc3339(&format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        s(0..4),
+        s(4..6),
+        s(6..8),
+        s(9..11),
+        s(11..13),
+        s(13..15)
+    ))
+    .ok()
+}
+
+/// Removes the oldest of `project`'s archives in `dir` beyond `keep`; returns them.
+pub fn prune(dir: &Path, project: &str, keep: usize) -> Vec<PathBuf> {
+    let all = archives(dir, project);
+    let extra = all.len().saturating_sub(keep);
+    let mut removed = Vec::new();
+    for (_, path) in all.into_iter().take(extra) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => tracing::warn!("cannot remove the old backup {}: {e}", path.display()),
+        }
+    }
+    removed
+}
+
+fn text(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The scheduler: runs until `token` is cancelled.
+pub struct Scheduler {
+    pub project: Project,
+    pub files: StateFiles,
+    pub schedule: BackupSchedule,
+    pub dir: PathBuf,
+    pub live: SharedLive,
+    pub printer: Printer,
+}
+
+impl Scheduler {
+    pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        let every = self.schedule.every;
+        let key = self.project.key().to_string();
+        supervisor::edit(&self.live, |l| {
+            l.backups = Some(BackupsLive {
+                every: humantime::format_duration(every).to_string(),
+                keep: self.schedule.keep,
+                dir: self.dir.display().to_string(),
+                ..Default::default()
+            })
+        });
+        let mut next = archives(&self.dir, &key)
+            .last()
+            .map_or(SystemTime::now(), |(at, _)| *at + every);
+        loop {
+            self.show(|b| b.next_at = Some(text(next)));
+            let wait = next
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if supervisor::snapshot(&self.live).updating {
+                next = SystemTime::now() + UPDATE_WAIT;
+                continue;
+            }
+            let outcome = tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                r = self.once() => r,
+            };
+            next = match outcome {
+                Ok(()) => SystemTime::now() + every,
+                Err(e) => {
+                    let message = format!("scheduled backup failed: {e:#}");
+                    self.printer.warn(&message);
+                    supervisor::record_error(&self.live, message.clone());
+                    self.show(|b| b.last_error = Some(message));
+                    SystemTime::now() + every.min(RETRY)
+                }
+            };
+        }
+    }
+
+    /// One backup, verified, then the old ones pruned.
+    async fn once(&self) -> anyhow::Result<()> {
+        let docker = crate::docker::connect().await?;
+        let made = super::backup::make(
+            &docker,
+            &self.project,
+            &self.files,
+            Some(&self.dir),
+            &self.printer,
+        )
+        .await?;
+        let path = made.path.clone();
+        tokio::task::spawn_blocking(move || backup::verify(&path))
+            .await
+            .map_err(|e| anyhow::anyhow!("the check of the new backup failed: {e}"))?
+            .map_err(|e| {
+                e.context(format!(
+                    "the new backup {} does not read back whole; older ones are kept",
+                    made.path.display()
+                ))
+            })?;
+        let removed = prune(&self.dir, self.project.key(), self.schedule.keep);
+        let mut line = format!("scheduled backup written: {}", made.path.display());
+        if !removed.is_empty() {
+            line.push_str(&format!(
+                " (removed {} older, keeping {})",
+                removed.len(),
+                self.schedule.keep
+            ));
+        }
+        self.printer.line(line);
+        self.show(|b| {
+            b.last = Some(made.path.display().to_string());
+            b.last_at = Some(made.manifest.created.clone());
+            b.last_error = None;
+            b.made += 1;
+        });
+        Ok(())
+    }
+
+    fn show(&self, f: impl FnOnce(&mut BackupsLive)) {
+        supervisor::edit(&self.live, |l| {
+            if let Some(b) = l.backups.as_mut() {
+                f(b);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_projects_archives_count_and_the_oldest_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "webui-backup-p-20261123T010000Z.tar.gz",
+            "webui-backup-p-20261125T010000Z.tar.gz",
+            "webui-backup-p-20261124T010000Z.tar.gz",
+            // Another project whose name starts like this one's.
+            "webui-backup-p-2-20261120T010000Z.tar.gz",
+            // Not a name the schedule writes.
+            "webui-backup-p-latest.tar.gz",
+            "notes.txt",
+        ];
+        for n in names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let found: Vec<String> = archives(dir.path(), "p")
+            .iter()
+            .map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(found, [names[0], names[2], names[1]]);
+
+        let removed = prune(dir.path(), "p", 2);
+        assert_eq!(removed, [dir.path().join(names[0])]);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected: Vec<&str> = names[1..].to_vec();
+        expected.sort();
+        assert_eq!(left, expected);
+        assert!(prune(dir.path(), "p", 2).is_empty());
+    }
+
+    #[test]
+    fn stamps_read_as_times() {
+        let t = stamp_time("20231114T221320Z").unwrap();
+        assert_eq!(
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            1_700_000_000
+        );
+        assert_eq!(stamp_time("20231114T2213Z"), None);
+        assert_eq!(stamp_time("2023111xT221320Z"), None);
+    }
+}
