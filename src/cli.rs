@@ -278,7 +278,7 @@ pub enum Command {
         <project>/database.json; the SQLite file is as it was.")]
     MigrateDb(MigrateDbCmd),
 
-    /// Check the deployment end to end and say what to fix (DNS, ports, certificate, websocket, Ollama, disk)
+    /// Check the deployment end to end and say what to fix (DNS, ports, certificate, websocket, Ollama, disk, backups)
     #[command(after_help = "Examples:\n  \
         webui doctor\n  \
         webui doctor --domain chat.example.com --json\n  \

@@ -616,6 +616,23 @@ async fn up_makes_scheduled_backups_and_keeps_only_the_newest_of_its_own() {
         "{}",
         both(&f)
     );
+    // doctor: the schedule counts as backed up.
+    let f = run(state.path(), &p, &["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+    let c = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "backups")
+        .unwrap_or_else(|| panic!("no backups check: {v}"));
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("scheduled every 3s"),
+        "{c}"
+    );
     let out = stop(w);
 
     let mine: Vec<PathBuf> = {

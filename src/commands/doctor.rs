@@ -299,6 +299,24 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
         checks.push(remote_ollama(&paths.state_dir, &remote, token).await);
     }
 
+    // Backups of Open WebUI's data: the running `up`'s schedule, else the last one made.
+    if let Some(d) = &docker
+        && d.inspect_container(names.container(Role::OpenWebui), None)
+            .await
+            .is_ok()
+    {
+        let socket = crate::control::socket_path(&paths.state_dir, project.key());
+        let live = crate::control::request(&socket, "status").await;
+        let last = crate::docker::pin::History::load(&project_state).last_backup;
+        checks.push(backups(
+            live.as_ref()
+                .map(|v| &v["backups"])
+                .filter(|b| b.is_object()),
+            last.as_ref(),
+            std::time::SystemTime::now(),
+        ));
+    }
+
     // A host Ollama on every address, unauthenticated.
     match host::listen_scope(11434) {
         Some(host::ListenScope::Everywhere) => checks.push(check(
@@ -850,6 +868,78 @@ async fn container_checks(docker: &Docker, container: &str) -> Vec<Check> {
     out
 }
 
+/// How long since the last backup before doctor says so, without a schedule.
+const BACKUP_AGE: Duration = Duration::from_secs(7 * 86_400);
+
+/// Backups: `schedule` is the running `up`'s `backups` (with `--backup-every`),
+/// `last` the last backup made of this project by any command.
+fn backups(
+    schedule: Option<&serde_json::Value>,
+    last: Option<&crate::docker::pin::BackupRecord>,
+    now: std::time::SystemTime,
+) -> Check {
+    const NAME: &str = "backups";
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    if let Some(s) = schedule {
+        let what = format!(
+            "every {}, the newest {} kept in {}",
+            text(&s["every"]),
+            s["keep"],
+            text(&s["dir"])
+        );
+        if let Some(e) = s["last_error"].as_str() {
+            return check(
+                NAME,
+                Status::Fail,
+                format!("scheduled {what}; the last attempt failed: {e}"),
+                Some(
+                    "free space or permissions in that directory usually; `webui status` shows the next attempt, `webui backup` tries one now",
+                ),
+            );
+        }
+        let when = match s["last_at"].as_str() {
+            Some(at) => format!("last {at}"),
+            None => format!("the first at {}", text(&s["next_at"])),
+        };
+        return check(
+            NAME,
+            Status::Pass,
+            format!("scheduled {what}; {when}"),
+            None,
+        );
+    }
+    const FIX: &str = "`webui backup` makes one now; `webui up --backup-every 1d` (or `backup_every = \"1d\"` in webui.toml) keeps making them";
+    let Some(last) = last else {
+        return check(
+            NAME,
+            Status::Warn,
+            "no backup of this project yet, and none scheduled",
+            Some(FIX),
+        );
+    };
+    let age = humantime::parse_rfc3339_weak(&last.at)
+        .ok()
+        .and_then(|at| now.duration_since(at).ok());
+    match age {
+        Some(age) if age > BACKUP_AGE => check(
+            NAME,
+            Status::Warn,
+            format!(
+                "the last backup is {} days old ({}), and none is scheduled",
+                age.as_secs() / 86_400,
+                last.file
+            ),
+            Some(FIX),
+        ),
+        _ => check(
+            NAME,
+            Status::Pass,
+            format!("last {} ({}); none scheduled", last.at, last.file),
+            None,
+        ),
+    }
+}
+
 /// An error answer to `/api/tags` from inside the container: its status, the start
 /// of its body (the forwarder's 502 names the cause), and what to do.
 fn http_refused(ollama: &str, container: &str, code: &str, body: &str) -> Check {
@@ -999,5 +1089,44 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         crate::tls::provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::pin::BackupRecord;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn backups_pass_when_scheduled_or_recent_and_say_what_is_missing() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000); // 2023-11-14T22:13:20Z
+        let record = |at: &str| BackupRecord {
+            at: at.into(),
+            file: "/b/x.tar.gz".into(),
+            bytes: 1,
+        };
+        let c = backups(None, None, now);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.fix.unwrap().contains("--backup-every 1d"));
+        let recent = record("2023-11-13T22:13:20Z");
+        assert_eq!(backups(None, Some(&recent), now).status, Status::Pass);
+        let old = record("2023-11-01T22:13:20Z");
+        let c = backups(None, Some(&old), now);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.evidence.contains("13 days old"), "{}", c.evidence);
+
+        let schedule = serde_json::json!({
+            "every": "1day", "keep": 7, "dir": "/b", "last_at": "2023-11-14T00:00:00Z",
+            "next_at": "2023-11-15T00:00:00Z", "last_error": null
+        });
+        let c = backups(Some(&schedule), Some(&old), now);
+        assert_eq!(c.status, Status::Pass, "a schedule is what counts");
+        assert!(c.evidence.contains("every 1day"), "{}", c.evidence);
+        let mut failing = schedule.clone();
+        failing["last_error"] = "no space left on device".into();
+        let c = backups(Some(&failing), Some(&recent), now);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.evidence.contains("no space left"), "{}", c.evidence);
     }
 }
