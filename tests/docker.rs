@@ -11,11 +11,9 @@ mod support;
 #[path = "supervision_support/mod.rs"]
 mod sv;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -489,29 +487,12 @@ async fn status_logs_and_a_stopped_container() {
     assert!(f.stdout.lines().count() <= 5, "{}", f.stdout);
 
     // logs -f streams a new line as it is written.
-    let mut follow = webui::command(state.path())
-        .args([
-            "--project",
-            &p.name,
-            "logs",
-            "open-webui",
-            "-f",
-            "--tail",
-            "0",
-            "--timestamps",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stdout = follow.stdout.take().unwrap();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(l);
-        }
-    });
+    let mut follow = Webui::spawn(logs_cmd(
+        state.path(),
+        &p,
+        &["open-webui", "-f", "--tail", "0", "--timestamps"],
+    ));
+    let lines = follow.output.clone();
     let start = Instant::now();
     let mut seen = false;
     while start.elapsed() < Duration::from_secs(20) && !seen {
@@ -575,11 +556,10 @@ async fn status_logs_and_a_stopped_container() {
         );
     }
     assert!(
-        follow.try_wait().unwrap().is_none(),
+        follow.wait(Duration::from_millis(200)).is_none(),
         "logs -f ended with the restart"
     );
-    let _ = follow.kill();
-    let _ = follow.wait();
+    drop(follow);
 
     // A stopped container shows in status, with a non-zero exit.
     assert!(docker(&["stop", "-t", "2", &p.n("open-webui")]).0);
@@ -600,36 +580,30 @@ async fn status_logs_and_a_stopped_container() {
     stop(w);
 
     // `webui down` ends a `logs -f` (which waits through a stopped container).
-    let mut follow = webui::command(state.path())
-        .args(["--project", &p.name, "logs", "-f", "--tail", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Following: it printed the stopped container's last line.
-    let (first_tx, first) = std::sync::mpsc::channel();
-    let stdout = follow.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = first_tx.send(l);
-        }
-    });
-    first
-        .recv_timeout(Duration::from_secs(20))
-        .expect("logs -f printed the last line");
+    let mut follow = Webui::spawn(logs_cmd(state.path(), &p, &["-f", "--tail", "1"]));
+    let start = Instant::now();
+    while follow.output_text().is_empty() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !follow.output_text().is_empty(),
+        "logs -f printed the stopped container's last line"
+    );
     let f = run(state.path(), &p, &["down"]);
     assert_eq!(exit_code(&f), 0, "{}{}", f.stdout, f.stderr);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(follow.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("logs -f ends after down")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("has had no containers"), "{stderr}");
+    let status = follow
+        .wait(Duration::from_secs(30))
+        .expect("logs -f ends after down");
+    let out = follow.output_text();
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("has had no containers"), "{out}");
+}
+
+/// `webui --project P logs ARGS`, for [`Webui::spawn`] (lines collected as they come).
+fn logs_cmd(state: &Path, p: &Cleanup, args: &[&str]) -> Command {
+    let mut cmd = webui::command(state);
+    cmd.args(["--project", &p.name, "logs"]).args(args);
+    cmd
 }
 
 /// Runs `webui up` expecting it to fail with exit 1; returns its stderr.

@@ -415,33 +415,10 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
     assert!(two.stdout.contains("standin openwebui"), "{}", two.stdout);
 
     // 3c. `logs -f` follows the task that replaces a removed one.
-    let mut follow = webui::command(state.path())
-        .args([
-            "--project",
-            &p.name,
-            "logs",
-            "open-webui",
-            "--replica",
-            "2",
-            "-f",
-            "--tail",
-            "0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run webui logs -f");
-    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
-    let stdout = follow.stdout.take().expect("piped stdout");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = line_tx.send(l);
-        }
-    });
+    let mut cmd = webui::command(state.path());
+    cmd.args(["--project", &p.name, "logs", "open-webui", "--replica", "2"])
+        .args(["-f", "--tail", "0"]);
+    let follow = webui::Webui::spawn(cmd);
     std::thread::sleep(Duration::from_secs(2));
     let (found, task2) = sv::docker(&[
         "ps",
@@ -453,23 +430,12 @@ async fn swarm_up_converges_serves_across_tasks_and_status_lists_them() {
     ]);
     assert!(found && !task2.is_empty(), "slot 2's container: {task2}");
     assert!(sv::docker(&["rm", "-f", &task2]).0);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut shown = Vec::new();
-    while Instant::now() < deadline
-        && !shown
-            .iter()
-            .any(|l: &String| l.contains("standin openwebui"))
-    {
-        if let Ok(l) = lines.recv_timeout(Duration::from_secs(1)) {
-            shown.push(l);
-        }
-    }
-    let _ = follow.kill();
-    let _ = follow.wait();
     assert!(
-        shown.iter().any(|l| l.contains("standin openwebui")),
-        "logs -f --replica 2 did not show the new task's start: {shown:?}"
+        follow.wait_for_output("standin openwebui", Duration::from_secs(90)),
+        "logs -f --replica 2 did not show the new task's start:\n{}",
+        follow.output_text()
     );
+    drop(follow);
     for (args, needle) in [
         (
             vec!["logs", "open-webui", "--replica", "9"],
