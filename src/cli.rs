@@ -680,6 +680,12 @@ pub struct UpCmd {
     #[arg(long, env = "WEBUI_BACKUP_DIR", value_name = "DIR")]
     pub backup_dir: Option<PathBuf>,
 
+    /// File holding a webhook URL (Slack, Discord, Mattermost, or any that takes JSON)
+    /// to POST each problem to as it happens: a container exit, a crash loop, the
+    /// Docker engine lost, a failed backup or certificate order [default: none]
+    #[arg(long, env = "WEBUI_NOTIFY_URL_FILE", value_name = "FILE")]
+    pub notify_url_file: Option<PathBuf>,
+
     /// Email of the admin account created before the site opens when Open WebUI has
     /// no account yet (the password: env WEBUI_ADMIN_PASSWORD, else generated and
     /// shown once) [default: admin@<first --domain>, else admin@localhost]

@@ -30,6 +30,7 @@ pub mod error;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod notify;
 pub mod ollama;
 pub mod output;
 pub mod proxy;

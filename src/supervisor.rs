@@ -458,11 +458,15 @@ pub fn snapshot(live: &SharedLive) -> Live {
     live.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Keeps a problem for `webui status` (the last 10) and sends it to the webhook of
+/// `--notify-url-file`, if any.
 pub fn record_error(live: &SharedLive, message: impl Into<String>) {
+    let message = message.into();
+    crate::notify::send(&message);
     edit(live, |l| {
         l.last_errors.push(ErrorLive {
             at: now_text(),
-            message: message.into(),
+            message,
         });
         let extra = l.last_errors.len().saturating_sub(10);
         l.last_errors.drain(..extra);

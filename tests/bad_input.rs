@@ -415,6 +415,14 @@ fn bad_flag_values_and_combinations_exit_1_with_the_right_form() {
         ),
         (vec!["up", "--port", "70000"], vec!["--port", "70000"]),
         (
+            vec!["up", "--notify-url-file", "/nonexistent/notify.url"],
+            vec![
+                "cannot read --notify-url-file",
+                "/nonexistent/notify.url",
+                "hint:",
+            ],
+        ),
+        (
             vec!["up", "--backup-every", "0s"],
             vec!["--backup-every", "longer than 0s"],
         ),

@@ -25,6 +25,45 @@ fn live_ow(s: &Value) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A webhook on loopback: the JSON bodies POSTed to it, each answered 200.
+fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook/secret-part", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if request_line.starts_with("POST /hook/secret-part ")
+                && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            {
+                sink.lock().unwrap().push(v);
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
 /// Requests during an outage: returns what was seen until `/health` is 200 again.
 async fn through_outage(
     c: &reqwest::Client,
@@ -184,6 +223,9 @@ async fn a_crash_loop_stops_the_restarts_and_status_says_why() {
     };
     let p = Cleanup::new("sv-loop");
     let state = webui::state_dir();
+    let (hook, posted) = webhook();
+    let hook_file = state.path().join("notify.url");
+    std::fs::write(&hook_file, format!("{hook}\n")).unwrap();
     // This image exits with code 1 two seconds after each start.
     let w = up(
         state.path(),
@@ -191,10 +233,51 @@ async fn a_crash_loop_stops_the_restarts_and_status_says_why() {
         &img.tag("crashloop"),
         free_port(),
         "127.0.0.1:0",
-        &["--crash-loop", "3/5m"],
+        &[
+            "--crash-loop",
+            "3/5m",
+            "--notify-url-file",
+            hook_file.to_str().unwrap(),
+        ],
     );
     wait_output(&w, "restarts stopped (crash loop)", Duration::from_secs(90));
     let name = p.n("open-webui");
+
+    // The webhook heard of it: the first exit once (the same message is not
+    // repeated), then the crash loop; the URL's secret path is not printed.
+    let messages = || -> Vec<String> {
+        posted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["message"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let start = Instant::now();
+    while !messages().iter().any(|m| m.contains("crash loop"))
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = messages();
+    assert!(
+        got.iter().any(|m| m.contains("crash loop")),
+        "the webhook got: {got:?}"
+    );
+    let exits = format!("{name} exited with code 1");
+    assert_eq!(
+        got.iter().filter(|m| **m == exits).count(),
+        1,
+        "one exit message, not one per exit: {got:?}"
+    );
+    let first = posted.lock().unwrap()[0].clone();
+    assert_eq!(first["project"], p.name.as_str(), "{first}");
+    assert!(first["text"].as_str().unwrap().contains(&p.name), "{first}");
+    assert!(
+        !w.output_text().contains("secret-part"),
+        "{}",
+        w.output_text()
+    );
     let c = client(state.path());
     let (s, _, _, body) = fetch(&c, &w.https_url("/"), true).await;
     assert_eq!(s, 503);

@@ -552,6 +552,15 @@ fn swarm_refuses_a_loopback_listen_address_and_flags_that_do_not_fit() {
             vec![
                 "up",
                 "--swarm",
+                "--notify-url-file",
+                "/etc/webui/notify.url",
+            ],
+            "--notify-url-file does not go with --swarm",
+        ),
+        (
+            vec![
+                "up",
+                "--swarm",
                 "--ollama-url",
                 "https://models.example.com",
                 "--ollama-token",

@@ -216,6 +216,11 @@ impl Acme {
         status.next_try = Some(next);
         // Saved before the log line, so whoever reads the log finds the status current.
         let _ = self.store.save_status(status);
+        crate::notify::send(&format!(
+            "the certificate order for {} failed: {}; still serving the previous certificate",
+            self.settings.domains.join(", "),
+            f.message
+        ));
         tracing::warn!(
             target: "webui::acme",
             error = %f.message,

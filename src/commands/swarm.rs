@@ -256,6 +256,12 @@ fn refuse_unsupported(cmd: &UpCmd, up: &upcfg::UpSettings) -> anyhow::Result<()>
             "GPUs belong to Ollama; run it on a GPU node and give --ollama-url",
         );
     }
+    if up.notify_url_file.is_some() {
+        return no(
+            "--notify-url-file",
+            "problems are sent by a running single-host `webui up`, and a swarm runs without one; watch the swarm with its own monitoring",
+        );
+    }
     if up.backups.is_some() {
         return no(
             "--backup-every",

@@ -83,6 +83,11 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     }
     let admin_settings = upcfg::admin(cmd, &file, &proxy_settings.domains)?;
     let admin_password = crate::admin::password_from_env()?;
+    let notify_url = up
+        .notify_url_file
+        .as_deref()
+        .map(crate::notify::read_url)
+        .transpose()?;
 
     // 2. One supervisor per project and state dir. Taken before binding so that a
     //    second `webui up` names the running one instead of reporting a busy port.
@@ -91,6 +96,13 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         Some(s) => Some(super::scheduled::prepare(s, &paths.state_dir)?),
         None => None,
     };
+    if let Some(url) = notify_url {
+        printer.line(format!(
+            "problems are sent to the webhook at {} as they happen",
+            crate::notify::host_of(&url)
+        ));
+        crate::notify::install(url, project.key());
+    }
 
     // 3. Bind (nothing with --behind-proxy: the web server in front listens).
     let bound = match behind {

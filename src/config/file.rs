@@ -62,6 +62,7 @@ pub struct FileConfig {
     pub backup_every: Option<String>,
     pub backup_keep: Option<usize>,
     pub backup_dir: Option<PathBuf>,
+    pub notify_url_file: Option<PathBuf>,
     pub behind_proxy: Option<bool>,
     pub admin_email: Option<String>,
     pub admin_name: Option<String>,
@@ -147,6 +148,7 @@ impl FileConfig {
                 &mut parsed.openai_key_file,
                 &mut parsed.env_file,
                 &mut parsed.backup_dir,
+                &mut parsed.notify_url_file,
             ]
             .into_iter()
             .flatten()

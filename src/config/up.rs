@@ -152,6 +152,8 @@ pub struct UpSettings {
     pub redis_image: String,
     /// `--backup-every`: backups made by the running `up`.
     pub backups: Option<BackupSchedule>,
+    /// `--notify-url-file`: the webhook problems are sent to.
+    pub notify_url_file: Option<PathBuf>,
 }
 
 /// `--backup-every`, `--backup-keep`, `--backup-dir`.
@@ -431,6 +433,7 @@ fn up_settings(cli: &UpCmd, file: &FileConfig) -> anyhow::Result<UpSettings> {
         postgres_image_set,
         redis_image,
         backups,
+        notify_url_file: pick(&cli.notify_url_file, &file.notify_url_file),
     })
 }
 
