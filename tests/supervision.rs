@@ -126,18 +126,41 @@ async fn a_killed_container_is_restarted_and_requests_meanwhile_get_the_starting
     };
     let p = Cleanup::new("sv-kill");
     let state = webui::state_dir();
+    let (hook, posted) = webhook();
+    let hook_file = state.path().join("notify.url");
+    std::fs::write(&hook_file, &hook).unwrap();
     let w = up(
         state.path(),
         &p,
         &img.tag("v1"),
         free_port(),
         "127.0.0.1:0",
-        &[],
+        &["--notify-url-file", hook_file.to_str().unwrap()],
     );
     wait_ready(&w);
     let c = client(state.path());
     let name = p.n("open-webui");
     let id = inspect(&name, "{{.Id}}");
+    let heard = |needle: &str| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if posted
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|v| v["message"].as_str().is_some_and(|m| m.contains(needle)))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(
+        heard(&format!("Open WebUI is ready at {}", w.https_url(""))),
+        "the webhook heard of the start: {:?}",
+        posted.lock().unwrap()
+    );
 
     // SIGKILL of its process: Docker's own policy (unless-stopped) restarts it; the
     // supervisor shows the starting page until /health answers again.
@@ -150,6 +173,11 @@ async fn a_killed_container_is_restarted_and_requests_meanwhile_get_the_starting
             .success()
     );
     let seen = through_outage(&c, &w, Duration::from_secs(30)).await;
+    assert!(
+        heard(&format!("{name} exited with code 137")),
+        "the webhook heard of the kill: {:?}",
+        posted.lock().unwrap()
+    );
     // A request racing the death (before the engine's `die` event reached the
     // supervisor) can still get the proxy's 502; once the supervisor knows, only the
     // starting page until the container answers again.

@@ -284,6 +284,11 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
                 r = first_health(&ready, &up, &route_tx, &open_tx, &live, &printer) => Some(r),
                 _ = root.cancelled() => None,
             };
+            if let Some(Ok(true)) = first {
+                // Also shows at once that the webhook of --notify-url-file works.
+                let what = if only { "the Ollama API" } else { "Open WebUI" };
+                crate::notify::send(&format!("{what} is ready at {}", ready.public_url));
+            }
             match first {
                 Some(Ok(true)) if only => printer.line(format!(
                     "the Ollama API is ready at {} (clients send `Authorization: Bearer TOKEN`; `webui{} token show` prints it)",
