@@ -238,7 +238,8 @@ pub enum Command {
     /// Back up Open WebUI's data volume, the secret key, the config and certificates
     #[command(after_help = "Examples:\n  \
         webui backup\n  \
-        webui backup --output /srv/backups/\n\n\
+        webui backup --output /srv/backups/\n  \
+        webui backup --list\n\n\
         Default file: <state-dir>/backups/webui-backup-<project>-<UTC time>.tar.gz (0600).\n\
         The SQLite database is copied consistently: with SQLite's online backup inside the\n\
         container when it has python3, else by pausing the container for the copy.\n\
@@ -765,6 +766,15 @@ pub struct BackupCmd {
     /// The archive to write, or a directory for the default name
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// List this project's backups instead (made by `webui backup`, `webui update` and
+    /// `up --backup-every`), newest first
+    #[arg(long, conflicts_with = "output")]
+    pub list: bool,
+
+    /// With --list: as JSON, `{"backups": [{"file", "created", "bytes", "kind"}]}`
+    #[arg(long, requires = "list")]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -652,6 +652,35 @@ async fn up_makes_scheduled_backups_and_keeps_only_the_newest_of_its_own() {
     for f in &foreign {
         assert_eq!(std::fs::read(f).unwrap(), b"keep me", "{}", f.display());
     }
+    // `backup --list` finds them after `up` stopped (the directory was recorded), and
+    // not the other project's.
+    let f = run(state.path(), &p, &["backup", "--list", "--json"]);
+    assert_eq!(code(&f), 0, "{}", both(&f));
+    let v: serde_json::Value = serde_json::from_str(&f.stdout).unwrap();
+    let listed: Vec<(String, String)> = v["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["file"].as_str().unwrap().to_string(),
+                b["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = mine
+        .iter()
+        .rev()
+        .map(|m| (m.display().to_string(), "scheduled".to_string()))
+        .collect();
+    assert_eq!(listed, expected, "newest first");
+    let f = run(state.path(), &p, &["backup", "--list"]);
+    assert!(
+        f.stdout.contains("2 backups; put one back with"),
+        "{}",
+        both(&f)
+    );
+
     // The newest is a whole backup holding what was written before it.
     let newest = mine.last().unwrap();
     let tar = std::process::Command::new("tar")

@@ -3,7 +3,7 @@
 //! `docker::backup`); for a project on Postgres (`migrate-db`, `--replicas`) also a
 //! `pg_dump` of its database in it, since the volume then holds files only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cli::{BackupCmd, GlobalArgs};
 use crate::config::Paths;
@@ -18,6 +18,9 @@ pub async fn run(global: &GlobalArgs, cmd: &BackupCmd, printer: Printer) -> anyh
     let paths = Paths::resolve(global);
     let project = Project::resolve(global.project.as_deref())?;
     let files = state_files(&paths, &project);
+    if cmd.list {
+        return list(&paths, &project, &files, cmd.json, &printer).await;
+    }
     let docker = docker::connect().await?;
     let made = make(&docker, &project, &files, cmd.output.as_deref(), &printer).await?;
     printer.line(format!("backup written: {}", made.path.display()));
@@ -96,6 +99,113 @@ pub async fn make(
     Ok(made)
 }
 
+/// One archive `webui backup --list` shows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    pub file: String,
+    /// When it was made (from its name), RFC 3339.
+    pub created: String,
+    pub bytes: u64,
+    /// `manual` (`webui backup`), `update` (`webui update`), `scheduled` (`up
+    /// --backup-every`).
+    pub kind: &'static str,
+}
+
+/// This project's archives in `<state-dir>/backups`, in the scheduled directory (the
+/// running `up`'s, else the last one recorded, else `backup_dir` of the config, else
+/// the default) and where the last `webui backup --output` wrote; newest first.
+async fn list(
+    paths: &Paths,
+    project: &Project,
+    files: &StateFiles,
+    json: bool,
+    printer: &Printer,
+) -> anyhow::Result<u8> {
+    let history = History::load(&files.project);
+    let socket = crate::control::socket_path(&paths.state_dir, project.key());
+    let live_dir = crate::control::request(&socket, "status")
+        .await
+        .and_then(|v| v["backups"]["dir"].as_str().map(PathBuf::from));
+    let scheduled = live_dir
+        .or_else(|| history.scheduled_dir.as_ref().map(PathBuf::from))
+        .or_else(|| paths.load_file().ok().and_then(|f| f.backup_dir))
+        .unwrap_or_else(|| paths.state_dir.join("backups").join("scheduled"));
+    let mut dirs = vec![paths.state_dir.join("backups"), scheduled.clone()];
+    if let Some(dir) = history
+        .last_backup
+        .as_ref()
+        .and_then(|b| Path::new(&b.file).parent().map(Path::to_path_buf))
+    {
+        dirs.push(dir);
+    }
+    let listed = collect(&dirs, &scheduled, &history, project.key());
+    if json {
+        println!("{}", serde_json::json!({ "backups": listed }));
+        return Ok(0);
+    }
+    if listed.is_empty() {
+        printer.line(format!(
+            "no backups of project {} (looked in {}); `webui{} backup` makes one",
+            project.key(),
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            project.flag()
+        ));
+        return Ok(0);
+    }
+    for b in &listed {
+        printer.line(format!(
+            "{}  {:<9}  {:>9}  {}",
+            b.created,
+            b.kind,
+            human_bytes(b.bytes),
+            b.file
+        ));
+    }
+    printer.line(format!(
+        "{} backup{}; put one back with `webui{} restore FILE`",
+        listed.len(),
+        if listed.len() == 1 { "" } else { "s" },
+        project.flag()
+    ));
+    Ok(0)
+}
+
+/// The archives of `project` in `dirs` (each once), newest first.
+fn collect(dirs: &[PathBuf], scheduled: &Path, history: &History, project: &str) -> Vec<Listed> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: Vec<(std::time::SystemTime, Listed)> = Vec::new();
+    for dir in dirs {
+        for (at, path) in super::scheduled::archives(dir, project) {
+            let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+            if !seen.insert(canonical) {
+                continue;
+            }
+            let file = path.display().to_string();
+            let kind = if history.update_backups.contains(&file) {
+                "update"
+            } else if path.parent() == Some(scheduled) {
+                "scheduled"
+            } else {
+                "manual"
+            };
+            out.push((
+                at,
+                Listed {
+                    bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+                    created: humantime::format_rfc3339_seconds(at).to_string(),
+                    file,
+                    kind,
+                },
+            ));
+        }
+    }
+    out.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    out.into_iter().map(|(_, l)| l).collect()
+}
+
 /// Whether Open WebUI's data is in the project's Postgres: `migrate-db` recorded it,
 /// or the Postgres container is there (`up --replicas N` made it).
 pub async fn on_postgres(
@@ -127,5 +237,56 @@ pub fn human_bytes(b: u64) -> String {
         format!("{b} B")
     } else {
         format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_names_each_archive_once_with_its_kind_newest_first() {
+        let root = tempfile::tempdir().unwrap();
+        let backups = root.path().join("backups");
+        let scheduled = backups.join("scheduled");
+        std::fs::create_dir_all(&scheduled).unwrap();
+        let manual = backups.join("webui-backup-p-20261101T000000Z.tar.gz");
+        let update = backups.join("webui-backup-p-20261102T000000Z.tar.gz");
+        let sched = scheduled.join("webui-backup-p-20261103T000000Z.tar.gz");
+        for f in [&manual, &update, &sched] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::fs::write(backups.join("webui-backup-q-20261104T000000Z.tar.gz"), b"x").unwrap();
+        std::fs::write(backups.join("notes.txt"), b"x").unwrap();
+        let history = History {
+            update_backups: vec![update.display().to_string()],
+            ..Default::default()
+        };
+        // The state's backups dir given twice (also as the last --output's dir).
+        let dirs = [backups.clone(), scheduled.clone(), backups.clone()];
+        let got: Vec<(String, &str, String)> = collect(&dirs, &scheduled, &history, "p")
+            .into_iter()
+            .map(|l| (l.file, l.kind, l.created))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    sched.display().to_string(),
+                    "scheduled",
+                    "2026-11-03T00:00:00Z".to_string()
+                ),
+                (
+                    update.display().to_string(),
+                    "update",
+                    "2026-11-02T00:00:00Z".to_string()
+                ),
+                (
+                    manual.display().to_string(),
+                    "manual",
+                    "2026-11-01T00:00:00Z".to_string()
+                ),
+            ]
+        );
     }
 }

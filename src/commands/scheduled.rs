@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::up::{BackupSchedule, Project};
 use crate::docker::backup::{self, StateFiles};
+use crate::docker::pin::History;
 use crate::output::Printer;
 use crate::supervisor::{self, BackupsLive, SharedLive};
 
@@ -126,6 +127,10 @@ impl Scheduler {
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
         let every = self.schedule.every;
         let key = self.project.key().to_string();
+        let dir = self.dir.display().to_string();
+        if let Err(e) = History::update(&self.files.project, |h| h.scheduled_dir = Some(dir)) {
+            tracing::debug!("cannot record the backup directory in history.json: {e:#}");
+        }
         supervisor::edit(&self.live, |l| {
             l.backups = Some(BackupsLive {
                 every: humantime::format_duration(every).to_string(),

@@ -78,6 +78,10 @@ pub struct History {
     /// with `webui backup` are never listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub update_backups: Vec<String>,
+    /// Where `up --backup-every` last wrote (for `webui backup --list` when no `up`
+    /// runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_dir: Option<String>,
 }
 
 fn history_path(state: &ProjectState) -> PathBuf {
