@@ -39,6 +39,7 @@ pub mod signal;
 pub mod state;
 pub mod supervisor;
 pub mod tls;
+pub mod web;
 
 use tracing_subscriber::EnvFilter;
 

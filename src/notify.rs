@@ -142,19 +142,10 @@ impl Notifier {
 }
 
 async fn post(url: Uri, body: Bytes) -> anyhow::Result<()> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(crate::tls::provider())?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Full<Bytes>>(https);
+    let client = crate::web::client::<Full<Bytes>>()?;
     let req = http::Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header(
-            http::header::USER_AGENT,
-            concat!("webui/", env!("CARGO_PKG_VERSION")),
-        )
+        .header(http::header::USER_AGENT, crate::web::USER_AGENT)
         .body(Full::new(body))?;
     let status = client.request(req).await?.status();
     if !status.is_success() {

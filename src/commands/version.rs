@@ -164,18 +164,9 @@ fn parse_version(s: &str) -> Option<semver::Version> {
 
 /// GET over http or https (the system's trusted roots); the body of a 2xx answer.
 async fn fetch(uri: http::Uri) -> anyhow::Result<Bytes> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(crate::tls::provider())?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Empty<Bytes>>(https);
+    let client = crate::web::client::<Empty<Bytes>>()?;
     let req = http::Request::get(uri)
-        .header(
-            http::header::USER_AGENT,
-            concat!("webui/", env!("CARGO_PKG_VERSION")),
-        )
+        .header(http::header::USER_AGENT, crate::web::USER_AGENT)
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())?;
     let resp = client.request(req).await?;
