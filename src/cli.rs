@@ -881,7 +881,7 @@ pub struct LogsCmd {
     pub service: Option<LogService>,
 
     /// Keep printing new lines as they come, through restarts and recreated containers
-    /// (no line twice), until Ctrl-C or 10 s after the project's containers are gone
+    /// (no line twice), until Ctrl-C or 10 s after the containers followed are gone
     #[arg(short, long)]
     pub follow: bool,
 

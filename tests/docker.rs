@@ -596,7 +596,7 @@ async fn status_logs_and_a_stopped_container() {
         .expect("logs -f ends after down");
     let out = follow.output_text();
     assert_eq!(status.code(), Some(0), "{out}");
-    assert!(out.contains("has had no containers"), "{out}");
+    assert!(out.contains("nothing left to follow"), "{out}");
 }
 
 /// `webui --project P logs ARGS`, for [`Webui::spawn`] (lines collected as they come).

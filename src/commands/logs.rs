@@ -4,7 +4,7 @@
 //! stderr to stderr; with several containers each line starts with `service | `, like
 //! compose (`open-webui-2` for replica 2 of `up --replicas`). Without `-f` the
 //! services are shown one after the other. With `-f` lines are interleaved as they
-//! come, until SIGINT/SIGTERM or the project has had no containers for 10 s (`webui
+//! come, until SIGINT/SIGTERM or what is followed has been gone for 10 s (`webui
 //! down`): a container that restarts or is recreated (the supervisor, `webui update`)
 //! is followed on from the line after the last one shown. On a swarm project (`up
 //! --swarm`) the same for the services' tasks, through the manager, each named
@@ -354,7 +354,7 @@ async fn follow(
                     gone += 1;
                     if gone >= GONE_FOR {
                         eprintln!(
-                            "webui logs: project {} has had no containers for {GONE_FOR} s; stopping",
+                            "webui logs: nothing left to follow in project {} for {GONE_FOR} s (removed, e.g. by `webui down`); stopping",
                             project.key()
                         );
                         return Ok(0);
