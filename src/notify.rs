@@ -1,8 +1,9 @@
 //! `webui up --notify-url-file FILE`: the problems the running `up` records (a
 //! container exit, a crash loop that stopped the restarts, the Docker engine lost, a
 //! failed scheduled backup, a failed certificate order) POSTed to a webhook as they
-//! happen, so that nobody has to watch `webui status` to learn of them; and "ready
-//! at URL" once per start (a restart is seen, and a wrong URL at once).
+//! happen, so that nobody has to watch `webui status` to learn of them; "answers
+//! again" when Open WebUI is back after an outage; and "ready at URL" once per start
+//! (a restart is seen, and a wrong URL at once).
 //!
 //! The file holds the URL (webhook URLs are secrets, hence a file, like the tokens).
 //! The body is JSON with the message under `text` (Slack, Mattermost, Google Chat),

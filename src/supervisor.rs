@@ -1029,8 +1029,9 @@ impl Monitor {
                 *healthy = true;
                 // The first time is announced by `webui up` itself ("ready at ...").
                 if snapshot(&self.live).ever_healthy {
-                    self.printer
-                        .line(format!("{} answers again; forwarding", self.who()));
+                    let again = format!("{} answers again; forwarding", self.who());
+                    crate::notify::send(&again);
+                    self.printer.line(again);
                 }
                 edit(&self.live, |l| l.ever_healthy = true);
                 set_route(

@@ -174,8 +174,8 @@ async fn a_killed_container_is_restarted_and_requests_meanwhile_get_the_starting
     );
     let seen = through_outage(&c, &w, Duration::from_secs(30)).await;
     assert!(
-        heard(&format!("{name} exited with code 137")),
-        "the webhook heard of the kill: {:?}",
+        heard(&format!("{name} exited with code 137")) && heard("answers again"),
+        "the webhook heard of the kill and the recovery: {:?}",
         posted.lock().unwrap()
     );
     // A request racing the death (before the engine's `die` event reached the
