@@ -11,7 +11,8 @@
 //!   waits until the update is over.
 //! - A failed backup is logged, kept for `webui status` (and its last errors), and
 //!   tried again after the interval or an hour, whichever is sooner.
-//! - Removing: each new archive is read back whole ([`backup::verify`]) first; then
+//! - Removing: each new archive is read back whole ([`backup::verify`]) first (one
+//!   that fails is renamed `<name>.unverified` and counts as a failed backup); then
 //!   the oldest of this project's archives in the directory beyond N are removed. Only
 //!   names this schedule writes (`webui-backup-<project>-<YYYYMMDDTHHMMSSZ>.tar.gz`)
 //!   count: other files, other projects' archives, `webui backup`'s and `webui
@@ -109,6 +110,17 @@ pub fn prune(dir: &Path, project: &str, keep: usize) -> Vec<PathBuf> {
     removed
 }
 
+/// Renames a backup that failed its check to `<name>.unverified`; the new path.
+fn set_aside(path: &Path) -> PathBuf {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".unverified");
+    let aside = PathBuf::from(aside);
+    match std::fs::rename(path, &aside) {
+        Ok(()) => aside,
+        Err(_) => path.to_path_buf(),
+    }
+}
+
 fn text(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -184,15 +196,18 @@ impl Scheduler {
         )
         .await?;
         let path = made.path.clone();
-        tokio::task::spawn_blocking(move || backup::verify(&path))
+        let checked = tokio::task::spawn_blocking(move || backup::verify(&path))
             .await
-            .map_err(|e| anyhow::anyhow!("the check of the new backup failed: {e}"))?
-            .map_err(|e| {
-                e.context(format!(
-                    "the new backup {} does not read back whole; older ones are kept",
-                    made.path.display()
-                ))
-            })?;
+            .map_err(|e| anyhow::anyhow!("the check of the new backup failed: {e}"))?;
+        if let Err(e) = checked {
+            // Out of the schedule's names, so that it neither counts as the newest
+            // backup nor pushes a good one out; kept for a look.
+            let aside = set_aside(&made.path);
+            return Err(e.context(format!(
+                "the new backup does not read back whole (kept as {}); older ones are kept",
+                aside.display()
+            )));
+        }
         let removed = prune(&self.dir, self.project.key(), self.schedule.keep);
         let mut line = format!("scheduled backup written: {}", made.path.display());
         if !removed.is_empty() {
@@ -258,6 +273,23 @@ mod tests {
         expected.sort();
         assert_eq!(left, expected);
         assert!(prune(dir.path(), "p", 2).is_empty());
+    }
+
+    #[test]
+    fn a_backup_that_fails_its_check_leaves_the_schedules_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("webui-backup-p-20261123T010000Z.tar.gz");
+        let bad = dir.path().join("webui-backup-p-20261124T010000Z.tar.gz");
+        std::fs::write(&good, b"x").unwrap();
+        std::fs::write(&bad, b"x").unwrap();
+        let aside = set_aside(&bad);
+        assert!(aside.exists() && !bad.exists());
+        let left: Vec<PathBuf> = archives(dir.path(), "p")
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(left, [good], "the good one stays the newest");
+        assert!(prune(dir.path(), "p", 1).is_empty());
     }
 
     #[test]
