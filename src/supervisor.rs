@@ -277,6 +277,9 @@ pub struct Live {
     /// `--backup-every`: the schedule and how it went (absent without one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backups: Option<BackupsLive>,
+    /// `--notify-url-file`: the webhook's host (its path may hold its secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
 }
 
 /// Scheduled backups in [`Live`] (`commands::scheduled`).

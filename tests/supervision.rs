@@ -161,6 +161,13 @@ async fn a_killed_container_is_restarted_and_requests_meanwhile_get_the_starting
         "the webhook heard of the start: {:?}",
         posted.lock().unwrap()
     );
+    let f = run(state.path(), &p, &["status"]);
+    assert!(
+        f.stdout
+            .contains("problems are sent to the webhook at 127.0.0.1\n"),
+        "{}",
+        f.stdout
+    );
 
     // SIGKILL of its process: Docker's own policy (unless-stopped) restarts it; the
     // supervisor shows the starting page until /health answers again.

@@ -66,6 +66,7 @@
 //!                 "last_at": "...", "next_at": "...",
 //!                 "last_error": null,          // why the last attempt failed, if it did
 //!                 "made": 1},                  // written since this `up` started
+//!     "notify": "hooks.slack.com",    // only with --notify-url-file: the webhook's host
 //!     "certificates": [...]           // as in `webui cert status --json`
 //!   }
 //! }
@@ -495,6 +496,9 @@ fn print_live(v: &serde_json::Value, printer: &Printer) {
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         ));
+    }
+    if let Some(host) = v["notify"].as_str() {
+        printer.line(format!("  problems are sent to the webhook at {host}"));
     }
     if let Some(b) = v["backups"].as_object() {
         let field = |k: &str| b.get(k).and_then(|x| x.as_str());

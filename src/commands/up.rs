@@ -96,6 +96,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         Some(s) => Some(super::scheduled::prepare(s, &paths.state_dir)?),
         None => None,
     };
+    let notify_host = notify_url.as_ref().map(crate::notify::host_of);
     if let Some(url) = notify_url {
         printer.line(format!(
             "problems are sent to the webhook at {} as they happen",
@@ -153,6 +154,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         https: https_addrs.iter().map(|a| a.to_string()).collect(),
         http: http_addrs.iter().map(|a| a.to_string()).collect(),
         crash_loop_limit: crash_loop.to_string(),
+        notify: notify_host,
         ..Default::default()
     }));
     for addr in &https_addrs {
