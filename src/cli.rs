@@ -370,6 +370,11 @@ pub struct ProxyCmd {
     )]
     pub upstream: Vec<String>,
 
+    /// File holding a webhook URL to POST a failed certificate order to (as `up
+    /// --notify-url-file`) [default: none]
+    #[arg(long, env = "WEBUI_NOTIFY_URL_FILE", value_name = "FILE")]
+    pub notify_url_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub proxy: ProxyArgs,
 }

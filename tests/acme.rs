@@ -244,6 +244,9 @@ async fn a_failing_challenge_keeps_serving_and_says_why() {
     let up = standin::spawn().await;
     let state = webui::state_dir();
     let domain = "chat-fail.webui.test";
+    let (hook, posted) = support::webhook::start();
+    let hook_file = state.path().join("notify.url");
+    std::fs::write(&hook_file, &hook).unwrap();
     let p = acme_proxy(
         state.path(),
         &up.url(""),
@@ -251,7 +254,13 @@ async fn a_failing_challenge_keeps_serving_and_says_why() {
         https,
         http,
         domain,
-        &["--challenge", "http-01", "--skip-preflight"],
+        &[
+            "--challenge",
+            "http-01",
+            "--skip-preflight",
+            "--notify-url-file",
+            hook_file.to_str().unwrap(),
+        ],
     );
     assert!(
         p.wait_for_output(
@@ -265,6 +274,15 @@ async fn a_failing_challenge_keeps_serving_and_says_why() {
     assert!(
         out.contains("retrying in 1m"),
         "backoff is announced:\n{out}"
+    );
+    assert!(
+        support::webhook::heard(
+            &posted,
+            "the certificate order for chat-fail.webui.test failed",
+            Duration::from_secs(10)
+        ),
+        "the webhook heard of it: {:?}",
+        posted.lock().unwrap()
     );
     assert!(
         out.contains("connection refused")

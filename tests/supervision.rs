@@ -25,45 +25,6 @@ fn live_ow(s: &Value) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// A webhook on loopback: the JSON bodies POSTed to it, each answered 200.
-fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook/secret-part", listener.local_addr().unwrap());
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = got.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut length = 0;
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            if request_line.starts_with("POST /hook/secret-part ")
-                && let Ok(v) = serde_json::from_slice::<Value>(&body)
-            {
-                sink.lock().unwrap().push(v);
-            }
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
-}
-
 /// Requests during an outage: returns what was seen until `/health` is 200 again.
 async fn through_outage(
     c: &reqwest::Client,
@@ -126,7 +87,7 @@ async fn a_killed_container_is_restarted_and_requests_meanwhile_get_the_starting
     };
     let p = Cleanup::new("sv-kill");
     let state = webui::state_dir();
-    let (hook, posted) = webhook();
+    let (hook, posted) = support::webhook::start();
     let hook_file = state.path().join("notify.url");
     std::fs::write(&hook_file, &hook).unwrap();
     let w = up(
@@ -141,21 +102,7 @@ async fn a_killed_container_is_restarted_and_requests_meanwhile_get_the_starting
     let c = client(state.path());
     let name = p.n("open-webui");
     let id = inspect(&name, "{{.Id}}");
-    let heard = |needle: &str| {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if posted
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|v| v["message"].as_str().is_some_and(|m| m.contains(needle)))
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    };
+    let heard = |needle: &str| support::webhook::heard(&posted, needle, Duration::from_secs(20));
     assert!(
         heard(&format!("Open WebUI is ready at {}", w.https_url(""))),
         "the webhook heard of the start: {:?}",
@@ -258,7 +205,7 @@ async fn a_crash_loop_stops_the_restarts_and_status_says_why() {
     };
     let p = Cleanup::new("sv-loop");
     let state = webui::state_dir();
-    let (hook, posted) = webhook();
+    let (hook, posted) = support::webhook::start();
     let hook_file = state.path().join("notify.url");
     std::fs::write(&hook_file, format!("{hook}\n")).unwrap();
     // This image exits with code 1 two seconds after each start.

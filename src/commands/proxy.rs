@@ -26,11 +26,24 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         .collect::<Vec<_>>()
         .join(", ");
     let settings = resolve::proxy(&cmd.proxy, &file)?;
+    let notify_url = cmd
+        .notify_url_file
+        .as_ref()
+        .or(file.notify_url_file.as_ref())
+        .map(|f| crate::notify::read_url(f))
+        .transpose()?;
 
     // Validate operator-provided files, then bind, before writing anything anywhere.
     let validated = site::validate(&settings)?;
     let bound = Bound::bind(&settings)?;
     let site = site::prepare(&paths, &settings, validated, &printer)?;
+    if let Some(url) = notify_url {
+        printer.line(format!(
+            "a failed certificate order is sent to the webhook at {}",
+            crate::notify::host_of(&url)
+        ));
+        crate::notify::install(url, "proxy");
+    }
 
     for addr in bound.https_addrs() {
         printer.line(format!("listening on https://{addr} -> {upstream}"));

@@ -1,3 +1,4 @@
 pub mod pebble;
 pub mod standin;
+pub mod webhook;
 pub mod webui;
