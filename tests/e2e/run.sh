@@ -3,7 +3,8 @@
 # (pebble + pebble-challtestsrv), the bundled-Ollama stand-in as the model server
 # (tokens 300 ms apart: image webui-test/ollama:slow), and a real browser (Debian's
 # chromium, headless, driven by playwright-core) through webui's HTTPS + WebSocket
-# proxy; then `webui update` to the same Open WebUI version (a new image id) and the
+# proxy, with a scheduled backup of the real database (`--backup-every`: SQLite's online
+# copy, checked to open); then `webui update` to the same Open WebUI version (a new image id) and the
 # browser again; then `webui migrate-db --to postgres` of this install (migrate.sh) and a
 # 3-replica site on Postgres + Redis (scale.sh). Run by tests/e2e.rs (`cargo test --test
 # e2e`) and .ci/e2e.
@@ -224,7 +225,8 @@ UP_ARGS=(up --domain "$DOMAIN" --email admin@webui.test
 	--listen "127.0.0.1:$HTTPS_PORT" --http-listen "127.0.0.1:$HTTP_PORT"
 	--image "$IMAGE" --port "$APP_PORT"
 	--ollama --ollama-image "$OLLAMA_IMAGE"
-	--health-timeout 15m)
+	--health-timeout 15m
+	--backup-every 1h --backup-dir "$WORK/scheduled")
 # The admin: created by `webui up --admin-email` (password from WEBUI_ADMIN_PASSWORD)
 # when this webui has the flag; else the browser signs up as the first user.
 export E2E_ADMIN_EMAIL=e2e-admin@example.test E2E_ADMIN_PASSWORD='e2e-Passw0rd!'
@@ -366,6 +368,25 @@ while read -r line; do
 	others+=("$addr($(grep -o 'users:(("[^"]*"' <<<"$line" | cut -d'"' -f2 || true))")
 done < <(ss -Hltnp | awk '$4 !~ /^(127\.[0-9.]+|\[::1\]|\[::ffff:127\.[0-9.]+\]):[0-9]+$/')
 log "listening beyond loopback on this host, none of them ours: ${others[*]:-none}"
+step_done
+
+step "scheduled backup of the real Open WebUI: SQLite online copy, a database that opens"
+deadline=$((SECONDS + 180))
+until grep -q "^scheduled backup written: " "$WEBUI_LOG"; do
+	kill -0 "$WEBUI_PID" 2>/dev/null || die "webui up exited: $(tail -n 20 "$WEBUI_LOG")"
+	grep -q "scheduled backup failed" "$WEBUI_LOG" && die "$(grep -m1 "scheduled backup failed" "$WEBUI_LOG")"
+	((SECONDS < deadline)) || die "no scheduled backup within 180s of the start"
+	sleep 1
+done
+archive=$(grep -m1 "^scheduled backup written: " "$WEBUI_LOG" | sed 's/^scheduled backup written: //; s/ (removed.*//')
+[[ -f $archive && $(dirname "$archive") == "$WORK/scheduled" ]] || die "no archive at $archive"
+grep -q "database copied with SQLite's online backup" "$WEBUI_LOG" ||
+	die "the backup did not use SQLite's online backup: $(grep -m1 "^backed up" "$WEBUI_LOG")"
+tar -xzOf "$archive" data/webui.db >"$WORK/backup-webui.db" || die "no data/webui.db in $archive"
+users=$(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("pragma integrity_check").fetchone()[0], c.execute("select count(*) from user").fetchone()[0])' "$WORK/backup-webui.db") ||
+	die "the database in the backup does not open"
+[[ $users == "ok "* ]] || die "integrity check of the backed-up database: $users"
+log "$(basename "$archive"): $(grep -m1 "^backed up" "$WEBUI_LOG"); webui.db integrity ok, ${users#ok } user(s)"
 step_done
 
 # ------------------------------------------------------------------ browser
