@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use crate::cli::{BackupCmd, GlobalArgs};
 use crate::config::Paths;
 use crate::config::up::Project;
@@ -44,6 +46,10 @@ pub async fn make(
     output: Option<&Path>,
     printer: &Printer,
 ) -> anyhow::Result<backup::Created> {
+    // One backup of a project at a time: two would share the online copy's file in the
+    // volume (and pause the container twice). `webui backup` during a scheduled one
+    // waits for it.
+    let _one_at_a_time = lock(&files.project).await?;
     // On Postgres, Open WebUI's chats, users and settings are not in the volume: an
     // archive without them would be a backup in name only. The dump goes into the
     // archive, so that one file restores everything.
@@ -97,6 +103,26 @@ pub async fn make(
         printer.warn(format!("cannot record the backup in history.json: {e:#}"));
     }
     Ok(made)
+}
+
+/// Holds `<project dir>/backup.lock` (an exclusive `flock`, dropped with the file),
+/// waiting for another backup of the project to finish.
+async fn lock(project: &ProjectState) -> anyhow::Result<std::fs::File> {
+    crate::state::create_private_dir(project.dir())?;
+    let path = project.dir().join("backup.lock");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("waiting for another backup failed: {e}"))?
 }
 
 /// One archive `webui backup --list` shows.
@@ -243,6 +269,25 @@ pub fn human_bytes(b: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_second_backup_waits_for_the_first() {
+        let root = tempfile::tempdir().unwrap();
+        let project = ProjectState::new(root.path(), &Project::resolve(Some("p")).unwrap());
+        let first = lock(&project).await.unwrap();
+        let second = tokio::spawn({
+            let project = project.clone();
+            async move { lock(&project).await.map(|_| ()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!second.is_finished(), "waits while the first holds the lock");
+        drop(first);
+        tokio::time::timeout(std::time::Duration::from_secs(5), second)
+            .await
+            .expect("goes on once the first is done")
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn listing_names_each_archive_once_with_its_kind_newest_first() {

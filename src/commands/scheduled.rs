@@ -151,9 +151,12 @@ impl Scheduler {
                 ..Default::default()
             })
         });
+        // A newest archive stamped ahead of the clock (it was wrong then) waits no
+        // longer than one interval.
         let mut next = archives(&self.dir, &key)
             .last()
-            .map_or(SystemTime::now(), |(at, _)| *at + every);
+            .map_or(SystemTime::now(), |(at, _)| *at + every)
+            .min(SystemTime::now() + every);
         loop {
             self.show(|b| b.next_at = Some(text(next)));
             let wait = next
