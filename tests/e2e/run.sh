@@ -383,8 +383,11 @@ archive=$(grep -m1 "^scheduled backup written: " "$WEBUI_LOG" | sed 's/^schedule
 grep -q "database copied with SQLite's online backup" "$WEBUI_LOG" ||
 	die "the backup did not use SQLite's online backup: $(grep -m1 "^backed up" "$WEBUI_LOG")"
 tar -xzOf "$archive" data/webui.db >"$WORK/backup-webui.db" || die "no data/webui.db in $archive"
-users=$(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("pragma integrity_check").fetchone()[0], c.execute("select count(*) from user").fetchone()[0])' "$WORK/backup-webui.db") ||
+# Opened with the image's own python3 and sqlite3 (the host needs neither).
+"$DOCKER" cp "$WORK/backup-webui.db" "$PROJECT-open-webui:/tmp/backup-check.db" >/dev/null
+users=$("$DOCKER" exec "$PROJECT-open-webui" python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute("pragma integrity_check").fetchone()[0], c.execute("select count(*) from user").fetchone()[0])' /tmp/backup-check.db) ||
 	die "the database in the backup does not open"
+"$DOCKER" exec "$PROJECT-open-webui" rm -f /tmp/backup-check.db
 [[ $users == "ok "* ]] || die "integrity check of the backed-up database: $users"
 log "$(basename "$archive"): $(grep -m1 "^backed up" "$WEBUI_LOG"); webui.db integrity ok, ${users#ok } user(s)"
 step_done
