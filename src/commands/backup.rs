@@ -280,7 +280,10 @@ mod tests {
             async move { lock(&project).await.map(|_| ()) }
         });
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert!(!second.is_finished(), "waits while the first holds the lock");
+        assert!(
+            !second.is_finished(),
+            "waits while the first holds the lock"
+        );
         drop(first);
         tokio::time::timeout(std::time::Duration::from_secs(5), second)
             .await
