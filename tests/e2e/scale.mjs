@@ -532,6 +532,14 @@ async function kill(tok, names) {
 	done(`${victim} killed; the page's socket.io reconnected after ${reconnectMs} ms (no reload), still logged in as ${JSON.parse(m.body).email}`);
 
 	begin('a new message in the same chat still streams (over the new websocket)');
+	// Let the page settle first, as a person would: on a reconnect Open WebUI's page
+	// joins again (`user-join`, acknowledged with a `43…` frame) and reloads the chat
+	// (`chat:list`/`chat:active` events). A message typed within that half second was
+	// once dropped from the page's view (its answer's events all arrived on the new
+	// websocket, the page never showed them); that is the page's race, not the proxy's.
+	const ackBy = Date.now() + 30_000;
+	while (!reopened.frames.some((f) => f.text.startsWith('43')) && Date.now() < ackBy) await sleep(100);
+	await sleep(2000);
 	const answer = await streamedAnswer('Say hello again, scale.');
 	const onNew = answer.frames.filter((f) => f.t >= reopened.opened).length;
 	done(`${answer.distinct.length} growing DOM states over ${answer.span} ms, ${answer.frames.length} socket.io frames (${onNew} on the websocket opened after the kill)`);
