@@ -364,15 +364,18 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
 
     // `webui doctor` on the UI server asks the remote Ollama as the forwarder does:
     // pass; after a rotation on the GPU box that the UI server missed, the refused
-    // token with its fix.
-    let doctor_check = |name: &str| {
+    // token with its fix; inside the container, the refusal as Open WebUI gets it,
+    // with the same fix. The token is in none of it.
+    let doctor = || -> Value {
         let d = webui::run(
             ui_state.path(),
             &["--project", &ui.name, "doctor", "--json"],
             RUN,
         );
-        let v: Value = serde_json::from_str(&d.stdout)
-            .unwrap_or_else(|e| panic!("doctor --json: {e}\n{}{}", d.stdout, d.stderr));
+        serde_json::from_str(&d.stdout)
+            .unwrap_or_else(|e| panic!("doctor --json: {e}\n{}{}", d.stdout, d.stderr))
+    };
+    let check = |v: &Value, name: &str| -> Value {
         v["checks"]
             .as_array()
             .unwrap()
@@ -381,46 +384,39 @@ async fn ollama_only_needs_the_token_streams_rotates_and_serves_a_remote_ui() {
             .cloned()
             .unwrap_or_else(|| panic!("no {name} check in {v:#}"))
     };
-    let remote_check = || doctor_check("remote Ollama");
-    let c = remote_check();
-    assert_eq!(c["status"], "pass", "{c}");
-    assert!(
-        c["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("answers with the token"),
-        "{c}"
+    let says = |c: &Value, status: &str, evidence: &str, fix: Option<&str>| {
+        assert_eq!(c["status"], status, "{c}");
+        assert!(c["evidence"].as_str().unwrap().contains(evidence), "{c}");
+        if let Some(fix) = fix {
+            assert!(c["fix"].as_str().unwrap().contains(fix), "{c}");
+        }
+        assert!(
+            !c.to_string().contains(&new),
+            "the token is not in doctor's output"
+        );
+    };
+    let v = doctor();
+    says(
+        &check(&v, "remote Ollama"),
+        "pass",
+        "answers with the token",
+        None,
     );
     let f = run(state.path(), &gpu, &["token", "rotate"]);
     assert!(f.status.success(), "{}", f.stderr);
-    let c = remote_check();
-    assert_eq!(c["status"], "fail", "{c}");
-    assert!(
-        c["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("refused the token")
-            && c["fix"].as_str().unwrap().contains("webui token show"),
-        "{c}"
+    let v = doctor();
+    let fix = Some("webui token show");
+    says(
+        &check(&v, "remote Ollama"),
+        "fail",
+        "refused the token",
+        fix,
     );
-    assert!(
-        !c.to_string().contains(&new),
-        "the token is not in doctor's output"
-    );
-    // Inside the container, the refusal as Open WebUI gets it, with the same fix.
-    let c = doctor_check("Ollama from open-webui");
-    assert_eq!(c["status"], "fail", "{c}");
-    assert!(
-        c["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("answered HTTP 401")
-            && c["fix"].as_str().unwrap().contains("webui token show"),
-        "{c}"
-    );
-    assert!(
-        !c.to_string().contains(&new),
-        "the token is not in doctor's output"
+    says(
+        &check(&v, "Ollama from open-webui"),
+        "fail",
+        "answered HTTP 401",
+        fix,
     );
     stop(u);
     stop(w);
