@@ -42,7 +42,7 @@ pub struct Notifier {
 }
 
 /// Reads and checks `--notify-url-file`: its first non-empty line, an http(s) URL.
-pub fn read_url(path: &Path) -> anyhow::Result<Uri> {
+fn read_url(path: &Path) -> anyhow::Result<Uri> {
     let hint = "put the webhook's URL (https://...) on the file's first line, e.g. `echo https://hooks.slack.com/services/... > /etc/webui/notify.url; chmod 600 /etc/webui/notify.url`";
     let text = std::fs::read_to_string(path).map_err(|e| {
         UserError::new(format!(
@@ -65,8 +65,20 @@ pub fn read_url(path: &Path) -> anyhow::Result<Uri> {
     })
 }
 
+/// `--notify-url-file`, when given: reads and checks the URL, sends messages there
+/// from now on, and returns the webhook's host (what may be printed of it).
+pub fn setup(url_file: Option<&Path>, project: &str) -> anyhow::Result<Option<String>> {
+    let Some(file) = url_file else {
+        return Ok(None);
+    };
+    let url = read_url(file)?;
+    let host = host_of(&url);
+    install(url, project);
+    Ok(Some(host))
+}
+
 /// Where messages go from now on (once per process).
-pub fn install(url: Uri, project: &str) {
+fn install(url: Uri, project: &str) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "this host".into());
@@ -100,7 +112,7 @@ pub fn send(message: &str) {
 }
 
 /// The webhook's host, for messages (its path may hold its secret).
-pub fn host_of(url: &Uri) -> String {
+fn host_of(url: &Uri) -> String {
     url.host().unwrap_or("?").to_string()
 }
 

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
@@ -282,8 +282,10 @@ pub struct Live {
     pub notify: Option<String>,
 }
 
-/// Scheduled backups in [`Live`] (`commands::scheduled`).
-#[derive(Debug, Clone, Default, Serialize)]
+/// Scheduled backups in [`Live`] (`commands::scheduled`); `status` and `doctor` read
+/// it back from the control socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BackupsLive {
     /// The interval, e.g. `1day`.
     pub every: String,
@@ -297,6 +299,33 @@ pub struct BackupsLive {
     pub last_error: Option<String>,
     /// Backups written since this `up` started.
     pub made: u64,
+}
+
+impl BackupsLive {
+    pub fn new(schedule: &crate::config::up::BackupSchedule, dir: &std::path::Path) -> Self {
+        Self {
+            every: humantime::format_duration(schedule.every).to_string(),
+            keep: schedule.keep,
+            dir: dir.display().to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The schedule in the control socket's `status` answer, if `up` has one.
+    pub fn from_live(live: &serde_json::Value) -> Option<Self> {
+        live.get("backups")
+            .filter(|b| b.is_object())
+            .and_then(|b| serde_json::from_value(b.clone()).ok())
+    }
+
+    /// `every 1day, the newest 7 kept in DIR`: how `up`, `status` and `doctor` name
+    /// the schedule.
+    pub fn schedule_text(&self) -> String {
+        format!(
+            "every {}, the newest {} kept in {}",
+            self.every, self.keep, self.dir
+        )
+    }
 }
 
 /// One replica in [`Live::replicas`].

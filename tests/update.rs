@@ -611,7 +611,7 @@ async fn up_makes_scheduled_backups_and_keeps_only_the_newest_of_its_own() {
     let f = run(state.path(), &p, &["status"]);
     assert!(
         f.stdout.contains(&format!(
-            "backups: every 3s, newest 2 kept in {dir_arg}; last "
+            "backups: every 3s, the newest 2 kept in {dir_arg}; last "
         )),
         "{}",
         both(&f)

@@ -48,8 +48,8 @@ pub async fn make(
 ) -> anyhow::Result<backup::Created> {
     // One backup of a project at a time: two would share the online copy's file in the
     // volume (and pause the container twice). `webui backup` during a scheduled one
-    // waits for it.
-    let _one_at_a_time = lock(&files.project).await?;
+    // waits for it, as a scheduled one waits for a restore.
+    let _data = data_lock(&files.project).await?;
     // On Postgres, Open WebUI's chats, users and settings are not in the volume: an
     // archive without them would be a backup in name only. The dump goes into the
     // archive, so that one file restores everything.
@@ -106,8 +106,9 @@ pub async fn make(
 }
 
 /// Holds `<project dir>/backup.lock` (an exclusive `flock`, dropped with the file),
-/// waiting for another backup of the project to finish.
-async fn lock(project: &ProjectState) -> anyhow::Result<std::fs::File> {
+/// waiting for another backup or a restore of the project to finish: each reads or
+/// replaces all of its data.
+pub async fn data_lock(project: &ProjectState) -> anyhow::Result<std::fs::File> {
     crate::state::create_private_dir(project.dir())?;
     let path = project.dir().join("backup.lock");
     tokio::task::spawn_blocking(move || -> anyhow::Result<std::fs::File> {
@@ -155,7 +156,7 @@ async fn list(
     let scheduled = live_dir
         .or_else(|| history.scheduled_dir.as_ref().map(PathBuf::from))
         .or_else(|| paths.load_file().ok().and_then(|f| f.backup_dir))
-        .unwrap_or_else(|| paths.state_dir.join("backups").join("scheduled"));
+        .unwrap_or_else(|| super::scheduled::default_dir(&paths.state_dir));
     let mut dirs = vec![paths.state_dir.join("backups"), scheduled.clone()];
     if let Some(dir) = history
         .last_backup
@@ -204,7 +205,7 @@ fn collect(dirs: &[PathBuf], scheduled: &Path, history: &History, project: &str)
     let mut seen = std::collections::BTreeSet::new();
     let mut out: Vec<(std::time::SystemTime, Listed)> = Vec::new();
     for dir in dirs {
-        for (at, path) in super::scheduled::archives(dir, project) {
+        for (at, path) in backup::archives(dir, project) {
             let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
             if !seen.insert(canonical) {
                 continue;
@@ -274,10 +275,10 @@ mod tests {
     async fn a_second_backup_waits_for_the_first() {
         let root = tempfile::tempdir().unwrap();
         let project = ProjectState::new(root.path(), &Project::resolve(Some("p")).unwrap());
-        let first = lock(&project).await.unwrap();
+        let first = data_lock(&project).await.unwrap();
         let second = tokio::spawn({
             let project = project.clone();
-            async move { lock(&project).await.map(|_| ()) }
+            async move { data_lock(&project).await.map(|_| ()) }
         });
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(

@@ -310,8 +310,8 @@ pub async fn run(global: &GlobalArgs, cmd: &DoctorCmd, printer: Printer) -> anyh
         let last = crate::docker::pin::History::load(&project_state).last_backup;
         checks.push(backups(
             live.as_ref()
-                .map(|v| &v["backups"])
-                .filter(|b| b.is_object()),
+                .and_then(crate::supervisor::BackupsLive::from_live)
+                .as_ref(),
             last.as_ref(),
             std::time::SystemTime::now(),
         ));
@@ -874,20 +874,14 @@ const BACKUP_AGE: Duration = Duration::from_secs(7 * 86_400);
 /// Backups: `schedule` is the running `up`'s `backups` (with `--backup-every`),
 /// `last` the last backup made of this project by any command.
 fn backups(
-    schedule: Option<&serde_json::Value>,
+    schedule: Option<&crate::supervisor::BackupsLive>,
     last: Option<&crate::docker::pin::BackupRecord>,
     now: std::time::SystemTime,
 ) -> Check {
     const NAME: &str = "backups";
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
     if let Some(s) = schedule {
-        let what = format!(
-            "every {}, the newest {} kept in {}",
-            text(&s["every"]),
-            s["keep"],
-            text(&s["dir"])
-        );
-        if let Some(e) = s["last_error"].as_str() {
+        let what = s.schedule_text();
+        if let Some(e) = &s.last_error {
             return check(
                 NAME,
                 Status::Fail,
@@ -897,9 +891,10 @@ fn backups(
                 ),
             );
         }
-        let when = match s["last_at"].as_str() {
-            Some(at) => format!("last {at}"),
-            None => format!("the first at {}", text(&s["next_at"])),
+        let when = match (&s.last_at, &s.next_at) {
+            (Some(at), _) => format!("last {at}"),
+            (None, Some(next)) => format!("the first at {next}"),
+            (None, None) => "the first one is being made".to_string(),
         };
         return check(
             NAME,
@@ -1116,15 +1111,24 @@ mod tests {
         assert_eq!(c.status, Status::Warn);
         assert!(c.evidence.contains("13 days old"), "{}", c.evidence);
 
-        let schedule = serde_json::json!({
+        // As the control socket gives it (JSON), read back.
+        let live = serde_json::json!({ "backups": {
             "every": "1day", "keep": 7, "dir": "/b", "last_at": "2023-11-14T00:00:00Z",
-            "next_at": "2023-11-15T00:00:00Z", "last_error": null
-        });
+            "next_at": "2023-11-15T00:00:00Z", "last_error": null, "made": 1
+        }});
+        let schedule = crate::supervisor::BackupsLive::from_live(&live).unwrap();
         let c = backups(Some(&schedule), Some(&old), now);
         assert_eq!(c.status, Status::Pass, "a schedule is what counts");
-        assert!(c.evidence.contains("every 1day"), "{}", c.evidence);
-        let mut failing = schedule.clone();
-        failing["last_error"] = "no space left on device".into();
+        assert!(
+            c.evidence
+                .contains("every 1day, the newest 7 kept in /b; last 2023-11-14T00:00:00Z"),
+            "{}",
+            c.evidence
+        );
+        let failing = crate::supervisor::BackupsLive {
+            last_error: Some("no space left on device".into()),
+            ..schedule
+        };
         let c = backups(Some(&failing), Some(&recent), now);
         assert_eq!(c.status, Status::Fail);
         assert!(c.evidence.contains("no space left"), "{}", c.evidence);

@@ -376,9 +376,7 @@ async fn follow(
                                 after: Some(f.last.unwrap_or(f.started)),
                                 ..opts.clone()
                             };
-                            let last = f.last;
-                            *f = start(&found, again);
-                            f.last = last;
+                            *f = Followed { last: f.last, ..start(&found, again) };
                         }
                         Some(_) => {}
                     }

@@ -26,23 +26,20 @@ pub async fn run(global: &GlobalArgs, cmd: &ProxyCmd, printer: Printer) -> anyho
         .collect::<Vec<_>>()
         .join(", ");
     let settings = resolve::proxy(&cmd.proxy, &file)?;
-    let notify_url = cmd
+    let notify_file = cmd
         .notify_url_file
         .as_ref()
-        .or(file.notify_url_file.as_ref())
-        .map(|f| crate::notify::read_url(f))
-        .transpose()?;
+        .or(file.notify_url_file.as_ref());
+    let notify_host = crate::notify::setup(notify_file.map(|f| f.as_path()), "proxy")?;
 
     // Validate operator-provided files, then bind, before writing anything anywhere.
     let validated = site::validate(&settings)?;
     let bound = Bound::bind(&settings)?;
     let site = site::prepare(&paths, &settings, validated, &printer)?;
-    if let Some(url) = notify_url {
+    if let Some(host) = notify_host {
         printer.line(format!(
-            "a failed certificate order is sent to the webhook at {}",
-            crate::notify::host_of(&url)
+            "a failed certificate order is sent to the webhook at {host}"
         ));
-        crate::notify::install(url, "proxy");
     }
 
     for addr in bound.https_addrs() {

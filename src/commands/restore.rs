@@ -153,6 +153,9 @@ pub async fn run(global: &GlobalArgs, cmd: &RestoreCmd, printer: Printer) -> any
         printer.line("nothing was changed; run again with --yes to restore");
         return Ok(1);
     }
+    // No backup of this project (a scheduled one of a running `up`) reads the data
+    // while it is being replaced: it would archive, as verified, a half-restored state.
+    let _data = super::backup::data_lock(&files.project).await?;
     for o in &others {
         dupdate::stop(&docker, o).await?;
     }

@@ -34,12 +34,17 @@ const RETRY: Duration = Duration::from_secs(3600);
 /// How often a backup held back by an update looks again.
 const UPDATE_WAIT: Duration = Duration::from_secs(5);
 
+/// Where scheduled backups go without `--backup-dir`.
+pub fn default_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("backups").join("scheduled")
+}
+
 /// The directory scheduled backups go to.
 pub fn dir(schedule: &BackupSchedule, state_dir: &Path) -> PathBuf {
     schedule
         .dir
         .clone()
-        .unwrap_or_else(|| state_dir.join("backups").join("scheduled"))
+        .unwrap_or_else(|| default_dir(state_dir))
 }
 
 /// Makes the directory (0700, like the state dir) before anything starts, so a path
@@ -56,49 +61,9 @@ pub fn prepare(schedule: &BackupSchedule, state_dir: &Path) -> anyhow::Result<Pa
     Ok(dir)
 }
 
-/// This project's scheduled archives in `dir` with their times, oldest first.
-pub fn archives(dir: &Path, project: &str) -> Vec<(SystemTime, PathBuf)> {
-    let prefix = format!("webui-backup-{project}-");
-    let mut found: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let stamp = name.strip_prefix(&prefix)?.strip_suffix(".tar.gz")?;
-            Some((stamp_time(stamp)?, e.path()))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-/// `20261125T080032Z` (what `backup::default_name` writes) as a time.
-fn stamp_time(stamp: &str) -> Option<SystemTime> {
-    let b = stamp.as_bytes();
-    let shape = b.len() == 16
-        && b[8] == b'T'
-        && b[15] == b'Z'
-        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
-    if !shape {
-        return None;
-    }
-    let s = |r: std::ops::Range<usize>| &stamp[r];
-    humantime::parse_rfc3339(&format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        s(0..4),
-        s(4..6),
-        s(6..8),
-        s(9..11),
-        s(11..13),
-        s(13..15)
-    ))
-    .ok()
-}
-
 /// Removes the oldest of `project`'s archives in `dir` beyond `keep`; returns them.
 pub fn prune(dir: &Path, project: &str, keep: usize) -> Vec<PathBuf> {
-    let all = archives(dir, project);
+    let all = backup::archives(dir, project);
     let extra = all.len().saturating_sub(keep);
     let mut removed = Vec::new();
     for (_, path) in all.into_iter().take(extra) {
@@ -144,16 +109,11 @@ impl Scheduler {
             tracing::debug!("cannot record the backup directory in history.json: {e:#}");
         }
         supervisor::edit(&self.live, |l| {
-            l.backups = Some(BackupsLive {
-                every: humantime::format_duration(every).to_string(),
-                keep: self.schedule.keep,
-                dir: self.dir.display().to_string(),
-                ..Default::default()
-            })
+            l.backups = Some(BackupsLive::new(&self.schedule, &self.dir))
         });
         // A newest archive stamped ahead of the clock (it was wrong then) waits no
         // longer than one interval.
-        let mut next = archives(&self.dir, &key)
+        let mut next = backup::archives(&self.dir, &key)
             .last()
             .map_or(SystemTime::now(), |(at, _)| *at + every)
             .min(SystemTime::now() + every);
@@ -259,7 +219,7 @@ mod tests {
         for n in names {
             std::fs::write(dir.path().join(n), b"x").unwrap();
         }
-        let found: Vec<String> = archives(dir.path(), "p")
+        let found: Vec<String> = backup::archives(dir.path(), "p")
             .iter()
             .map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
@@ -287,22 +247,11 @@ mod tests {
         std::fs::write(&bad, b"x").unwrap();
         let aside = set_aside(&bad);
         assert!(aside.exists() && !bad.exists());
-        let left: Vec<PathBuf> = archives(dir.path(), "p")
+        let left: Vec<PathBuf> = backup::archives(dir.path(), "p")
             .into_iter()
             .map(|(_, p)| p)
             .collect();
         assert_eq!(left, [good], "the good one stays the newest");
         assert!(prune(dir.path(), "p", 1).is_empty());
-    }
-
-    #[test]
-    fn stamps_read_as_times() {
-        let t = stamp_time("20231114T221320Z").unwrap();
-        assert_eq!(
-            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
-            1_700_000_000
-        );
-        assert_eq!(stamp_time("20231114T2213Z"), None);
-        assert_eq!(stamp_time("2023111xT221320Z"), None);
     }
 }

@@ -500,23 +500,17 @@ fn print_live(v: &serde_json::Value, printer: &Printer) {
     if let Some(host) = v["notify"].as_str() {
         printer.line(format!("  problems are sent to the webhook at {host}"));
     }
-    if let Some(b) = v["backups"].as_object() {
-        let field = |k: &str| b.get(k).and_then(|x| x.as_str());
-        let mut line = format!(
-            "  backups: every {}, newest {} kept in {}; ",
-            field("every").unwrap_or("?"),
-            b.get("keep").map(|k| k.to_string()).unwrap_or_default(),
-            field("dir").unwrap_or("?")
-        );
-        match (field("last"), field("last_at")) {
+    if let Some(b) = crate::supervisor::BackupsLive::from_live(v) {
+        let mut line = format!("  backups: {}; ", b.schedule_text());
+        match (&b.last, &b.last_at) {
             (Some(last), Some(at)) => line.push_str(&format!("last {at} ({last})")),
             _ => line.push_str("none yet by this run"),
         }
-        if let Some(next) = field("next_at") {
+        if let Some(next) = &b.next_at {
             line.push_str(&format!(", next {next}"));
         }
         printer.line(line);
-        if let Some(e) = field("last_error") {
+        if let Some(e) = &b.last_error {
             printer.line(format!("  BACKUP FAILED: {e}"));
         }
     }

@@ -83,11 +83,7 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
     }
     let admin_settings = upcfg::admin(cmd, &file, &proxy_settings.domains)?;
     let admin_password = crate::admin::password_from_env()?;
-    let notify_url = up
-        .notify_url_file
-        .as_deref()
-        .map(crate::notify::read_url)
-        .transpose()?;
+    let notify_host = crate::notify::setup(up.notify_url_file.as_deref(), project.key())?;
 
     // 2. One supervisor per project and state dir. Taken before binding so that a
     //    second `webui up` names the running one instead of reporting a busy port.
@@ -96,13 +92,10 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
         Some(s) => Some(super::scheduled::prepare(s, &paths.state_dir)?),
         None => None,
     };
-    let notify_host = notify_url.as_ref().map(crate::notify::host_of);
-    if let Some(url) = notify_url {
+    if let Some(host) = &notify_host {
         printer.line(format!(
-            "problems are sent to the webhook at {} as they happen",
-            crate::notify::host_of(&url)
+            "problems are sent to the webhook at {host} as they happen"
         ));
-        crate::notify::install(url, project.key());
     }
 
     // 3. Bind (nothing with --behind-proxy: the web server in front listens).
@@ -322,10 +315,8 @@ pub async fn run(global: &GlobalArgs, cmd: &UpCmd, printer: Printer) -> anyhow::
                 && !root.is_cancelled()
             {
                 printer.line(format!(
-                    "backups: every {}, the newest {} kept in {}",
-                    humantime::format_duration(schedule.every),
-                    schedule.keep,
-                    dir.display()
+                    "backups: {}",
+                    crate::supervisor::BackupsLive::new(schedule, &dir).schedule_text()
                 ));
                 let scheduler = super::scheduled::Scheduler {
                     project: project.clone(),

@@ -39,7 +39,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use bollard::Docker;
@@ -170,6 +170,47 @@ fn safe_relative(name: &str) -> bool {
 pub fn default_name(project: &str, rfc3339: &str) -> String {
     let stamp: String = rfc3339.chars().filter(|c| *c != '-' && *c != ':').collect();
     format!("webui-backup-{project}-{stamp}.tar.gz")
+}
+
+/// The archives of `project` in `dir` named as [`default_name`] names them, with the
+/// time in the name, oldest first.
+pub fn archives(dir: &Path, project: &str) -> Vec<(SystemTime, PathBuf)> {
+    let prefix = format!("webui-backup-{project}-");
+    let mut found: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stamp = name.strip_prefix(&prefix)?.strip_suffix(".tar.gz")?;
+            Some((stamp_time(stamp)?, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `20261125T080032Z` (what [`default_name`] writes) as a time.
+fn stamp_time(stamp: &str) -> Option<SystemTime> {
+    let b = stamp.as_bytes();
+    let shape = b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
+    if !shape {
+        return None;
+    }
+    let s = |r: std::ops::Range<usize>| &stamp[r];
+    humantime::parse_rfc3339(&format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        s(0..4),
+        s(4..6),
+        s(6..8),
+        s(9..11),
+        s(11..13),
+        s(13..15)
+    ))
+    .ok()
 }
 
 /// What [`create`] made.
@@ -965,6 +1006,21 @@ pub fn archived_secret(archive: &Path) -> anyhow::Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_read_back_as_times() {
+        let t = stamp_time("20231114T221320Z").unwrap();
+        assert_eq!(
+            default_name("p", "2023-11-14T22:13:20Z"),
+            "webui-backup-p-20231114T221320Z.tar.gz"
+        );
+        assert_eq!(
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            1_700_000_000
+        );
+        assert_eq!(stamp_time("20231114T2213Z"), None);
+        assert_eq!(stamp_time("2023111xT221320Z"), None);
+    }
 
     #[test]
     fn names_and_paths() {
